@@ -1,0 +1,5 @@
+"""Networks: the dropout U-Net backbone, MG-Net, and checkpoints."""
+
+from segrefine.nets.segnet import MGNet, SegNet, UNet, build_network
+
+__all__ = ["SegNet", "UNet", "MGNet", "build_network"]

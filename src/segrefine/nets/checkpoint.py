@@ -1,0 +1,75 @@
+"""Checkpoints that carry their network configuration.
+
+A checkpoint is a ``torch.save`` dict: ``format`` (``"segrefine-net/1"``),
+``config`` (:class:`NetConfig` as a dict), ``state_dict`` (fp16 floating
+tensors, to keep the shipped models small), and ``summary`` (training settings
+and history). Loading needs nothing else.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from segrefine.errors import InputError
+from segrefine.io import atomic_path
+from segrefine.nets.segnet import NetConfig, SegNet
+
+FORMAT = "segrefine-net/1"
+
+
+def save_checkpoint(net: SegNet, path: str | Path, summary: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    payload = {"format": FORMAT, "config": net.config.to_dict(), "state_dict": state,
+               "summary": summary or {}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a segrefine checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{path}: not a segrefine checkpoint (format {FORMAT} expected)")
+    return payload
+
+
+def load_network(path: str | Path, *, arch: str | None = None) -> SegNet:
+    """Rebuild the network stored in ``path``; with ``arch``, refuse another architecture."""
+    payload = read_checkpoint(path)
+    config = NetConfig.from_dict(payload["config"])
+    if arch is not None and config.arch != arch:
+        raise InputError(f"{path}: checkpoint holds a {config.arch} network, {arch} expected")
+    net = SegNet(config)
+    try:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in payload["state_dict"].items()})
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not fit the stored configuration "
+                         f"({str(exc).splitlines()[0]})") from None
+    net.eval()
+    net.summary = payload.get("summary", {})
+    return net
+
+
+SHIPPED = {"mgnet": "mgnet_hippocampus.pt", "unet": "unet_hippocampus.pt"}
+
+
+def shipped_model(name: str) -> Path:
+    """Path of a model shipped inside the package (``mgnet`` or ``unet``)."""
+    if name not in SHIPPED:
+        raise InputError(f"no shipped model named {name!r} (have {', '.join(SHIPPED)})")
+    path = Path(str(resources.files("segrefine") / "models" / SHIPPED[name]))
+    if not path.exists():
+        raise InputError(f"{path}: shipped model missing; reinstall segrefine or pass --model")
+    return path
