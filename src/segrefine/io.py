@@ -225,8 +225,9 @@ def save(volume: Volume, path: str | os.PathLike, *, dtype=None) -> Path:
                 img.header.set_slope_inter(None, None)
                 qcode = int(header["qform_code"])
                 scode = int(header["sform_code"])
-                img.set_qform(volume.affine, code=qcode if qcode else 1)
-                img.set_sform(volume.affine, code=scode if scode else 1)
+                if qcode or scode:  # keep the file's codes; 0 stays 0
+                    img.set_qform(volume.affine if qcode else None, code=qcode)
+                    img.set_sform(volume.affine if scode else None, code=scode)
             nib.save(img, str(tmp))
         elif lower.endswith(SITK_SUFFIXES):
             _save_sitk(volume.with_array(array), tmp)

@@ -1,0 +1,172 @@
+"""Segmentation with uncertainty: MG-Net (one pass), MC dropout, deep ensemble, plain U-Net.
+
+Every method returns the same :class:`Prediction`. Volumes are ``(I, J, K)``
+arrays; the 2D networks run slice by slice along ``axis`` (the last by default)
+and any in-plane size is padded inside to the network's multiple.
+
+Uncertainty maps
+----------------
+``variance``: the variance of the foreground probability over the samples (MG-Net
+heads, MC passes or ensemble members), in [0, 0.25]. ``entropy``: the binary
+entropy of the mean foreground probability, in bits, in [0, 1]. A single
+deterministic network has no samples, so its uncertainty is its entropy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segrefine.errors import InputError
+from segrefine.nets.checkpoint import load_network, shipped_model
+from segrefine.nets.segnet import SegNet
+from segrefine.preprocess import from_slices, normalise, pad_to_multiple, to_slices
+
+METHODS = ("mgnet", "unet", "mcdropout", "ensemble")
+UNCERTAINTY_KINDS = ("variance", "entropy")
+
+
+@dataclass
+class Prediction:
+    """Result of any segmentation-with-uncertainty method.
+
+    Attributes
+    ----------
+    prob : (I, J, K) float32
+        Mean foreground probability (1 - P(background)).
+    label : (I, J, K) uint8
+        Argmax of the mean class probabilities (binary: ``prob > 0.5``).
+    uncertainty : (I, J, K) float32
+        Voxel-wise uncertainty of kind ``uncertainty_kind``.
+    samples : (T, I, J, K) float32 or None
+        Foreground probability of each head / pass / member.
+    """
+
+    prob: np.ndarray
+    label: np.ndarray
+    uncertainty: np.ndarray
+    samples: np.ndarray | None = None
+    method: str = ""
+    uncertainty_kind: str = "variance"
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def variance(self) -> np.ndarray:
+        if self.samples is None:
+            return np.zeros_like(self.prob)
+        return self.samples.var(axis=0).astype(np.float32)
+
+    def entropy(self) -> np.ndarray:
+        return binary_entropy(self.prob)
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """H(p) = -p log2 p - (1-p) log2 (1-p), in bits (0 at p = 0 or 1)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.where(h < 1e-9, 0.0, h).astype(np.float32)
+
+
+def _check_volume(image: np.ndarray, axis: int) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise InputError(f"image must be 3D, got shape {image.shape}")
+    if axis not in (0, 1, 2):
+        raise InputError(f"axis must be 0, 1 or 2, got {axis}")
+    if not np.isfinite(image).all():
+        raise InputError("image holds NaN or inf voxels")
+    return image
+
+
+@torch.inference_mode()
+def _class_probs(nets: list[SegNet], slices: np.ndarray, *, passes: int = 1, dropout: bool = False,
+                 batch: int = 32) -> np.ndarray:
+    """Softmax probabilities ``(samples, n, classes, H, W)`` for padded slices ``(n, H, W)``.
+
+    Samples are the heads of each net, for each pass, for each net.
+    """
+    outs = []
+    for net in nets:
+        net.eval()
+        if dropout:
+            for m in net.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.train()
+        padded, crop = pad_to_multiple(slices, net.multiple)
+        x = torch.from_numpy(np.ascontiguousarray(padded[:, None], dtype=np.float32))
+        for _ in range(passes):
+            chunks = [torch.softmax(net(x[i:i + batch]), dim=2) for i in range(0, len(x), batch)]
+            p = torch.cat(chunks, 0)[..., crop[0], crop[1]]  # (n, heads, C, H, W)
+            outs.append(p.permute(1, 0, 2, 3, 4).numpy())
+        if dropout:
+            net.eval()
+    return np.concatenate(outs, 0).astype(np.float32)
+
+
+def predict_volume(image: np.ndarray, nets: list[SegNet], *, method: str, axis: int = 2,
+                   passes: int = 1, dropout: bool = False, uncertainty: str = "variance",
+                   keep_samples: bool = False) -> Prediction:
+    """Run ``nets`` slice by slice and combine their samples into a :class:`Prediction`."""
+    if uncertainty not in UNCERTAINTY_KINDS:
+        raise InputError(f"uncertainty must be one of {UNCERTAINTY_KINDS}, got {uncertainty!r}")
+    image = _check_volume(image, axis)
+    start = time.perf_counter()
+    slices = np.ascontiguousarray(to_slices(normalise(image), axis))
+    probs = _class_probs(nets, slices, passes=passes, dropout=dropout)  # (T, n, C, H, W)
+    mean = probs.mean(0)
+    fg_samples = 1.0 - probs[:, :, 0]  # (T, n, H, W)
+    prob = from_slices(1.0 - mean[:, 0], axis)
+    label = from_slices(mean.argmax(1).astype(np.uint8), axis)
+    samples = np.stack([from_slices(s, axis) for s in fg_samples]).astype(np.float32)
+    pred = Prediction(prob=np.ascontiguousarray(prob, dtype=np.float32),
+                      label=np.ascontiguousarray(label), uncertainty=np.empty(0),
+                      samples=samples, method=method, uncertainty_kind=uncertainty)
+    if uncertainty == "variance" and samples.shape[0] > 1:
+        pred.uncertainty = pred.variance()
+    else:
+        pred.uncertainty = pred.entropy()
+        pred.uncertainty_kind = "entropy"
+    if not keep_samples:
+        pred.samples = None if samples.shape[0] == 1 else pred.samples
+    pred.seconds = time.perf_counter() - start
+    return pred
+
+
+class Predictor:
+    """A segmentation method with its networks loaded once.
+
+    ``method``: ``mgnet`` (one pass, heads as samples), ``unet`` (the dropout U-Net,
+    one pass with dropout off), ``mcdropout`` (the U-Net, ``passes`` passes with
+    dropout on), ``ensemble`` (several U-Nets, one pass each).
+    """
+
+    def __init__(self, method: str = "mgnet", *, models: list[str | Path] | None = None,
+                 passes: int = 10, axis: int = 2, uncertainty: str = "variance"):
+        if method not in METHODS:
+            raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        if passes < 1:
+            raise InputError(f"--samples must be at least 1, got {passes}")
+        arch = "mgnet" if method == "mgnet" else "unet"
+        if not models:
+            if method == "ensemble":
+                raise InputError("--method ensemble needs --model for each member (e.g. from bench uncertainty)")
+            models = [shipped_model(arch)]
+        if method != "ensemble" and len(models) != 1:
+            raise InputError(f"--method {method} takes one --model, got {len(models)}")
+        self.nets = [load_network(m, arch=arch) for m in models]
+        self.method, self.passes, self.axis, self.uncertainty = method, passes, axis, uncertainty
+
+    def __call__(self, image: np.ndarray, *, keep_samples: bool = False) -> Prediction:
+        kw = dict(method=self.method, axis=self.axis, uncertainty=self.uncertainty,
+                  keep_samples=keep_samples)
+        if self.method == "mcdropout":
+            return predict_volume(image, self.nets, passes=self.passes, dropout=True, **kw)
+        return predict_volume(image, self.nets, **kw)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(sum(p.numel() for p in n.parameters()) for n in self.nets)

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from segrefine.errors import InputError
+from segrefine.nets.checkpoint import load_network, save_checkpoint
+from segrefine.nets.segnet import SegNet, count_parameters, group_concat, mgnet_config, unet_config
+from segrefine.nets.train import dice_loss
+
+
+def test_shapes_and_parameter_counts():
+    mg, un = SegNet(mgnet_config()), SegNet(unet_config())
+    x = torch.randn(2, 1, 32, 48)
+    assert mg(x).shape == (2, 4, 2, 32, 48)
+    assert un(x).shape == (2, 1, 2, 32, 48)
+    # documented in docs/models.md next to the paper's 4.86 M
+    assert count_parameters(mg) == 2_822_024
+    assert count_parameters(un) == 4_979_906
+
+
+def test_group_concat_is_groupwise():
+    a = torch.arange(4).float().reshape(1, 4, 1, 1)  # groups [0 1] [2 3]
+    b = torch.arange(10, 14).float().reshape(1, 4, 1, 1)  # groups [10 11] [12 13]
+    out = group_concat(a, b, 2).flatten().tolist()
+    assert out == [0, 1, 10, 11, 2, 3, 12, 13]
+    assert group_concat(a, b, 1).flatten().tolist() == [0, 1, 2, 3, 10, 11, 12, 13]
+
+
+def _perturb_group(net, group, x):
+    """Outputs for x, and for x with only input copy ``group`` changed."""
+    copies = x.repeat(1, 4, 1, 1)
+    changed = copies.clone()
+    changed[:, group] += torch.randn_like(changed[:, group])
+    net.in_groups = 1  # feed the four copies directly
+    with torch.no_grad():
+        return net(copies), net(changed)
+
+
+def test_groups_are_independent_except_at_the_lowest_level():
+    torch.manual_seed(0)
+    net = SegNet(mgnet_config()).eval()
+    x = torch.randn(1, 1, 32, 32)
+    # with the lowest (ungrouped) level silenced, group 1's input only reaches head 1
+    lowest = net.down[-1]
+    handle = lowest.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+    a, b = _perturb_group(net, 1, x)
+    handle.remove()
+    diff = (a - b).abs().amax(dim=(0, 2, 3, 4))
+    assert diff[1] > 1e-3
+    assert torch.all(diff[[0, 2, 3]] == 0)
+    # with it active, the sub-networks communicate there: every head changes
+    a, b = _perturb_group(net, 1, x)
+    assert torch.all((a - b).abs().amax(dim=(0, 2, 3, 4)) > 1e-6)
+
+
+def test_dice_loss_averages_heads():
+    y = torch.zeros(1, 8, 8, dtype=torch.long)
+    y[:, 2:6, 2:6] = 1
+    perfect = torch.stack([(y == 0).float(), (y == 1).float()], 1)[:, None] * 40
+    wrong = torch.stack([(y == 1).float(), (y == 0).float()], 1)[:, None] * 40
+    assert dice_loss(perfect, y) < 1e-3
+    assert dice_loss(torch.cat([perfect, wrong], 1), y) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_checkpoint_roundtrip_and_wrong_arch(tmp_path):
+    net = SegNet(mgnet_config()).eval()
+    path = save_checkpoint(net, tmp_path / "m.pt", {"note": 1})
+    back = load_network(path, arch="mgnet")
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x), back(x), atol=5e-2)
+    with pytest.raises(InputError, match="holds a mgnet network, unet expected"):
+        load_network(path, arch="unet")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(InputError, match="not a segrefine checkpoint"):
+        load_network(tmp_path / "junk.pt")
+    assert np.isclose(back.summary["note"], 1)
