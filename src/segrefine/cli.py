@@ -102,15 +102,16 @@ def predict(
 
     Example: segrefine predict -i ../shared/data/fetal_stacks/images -o out --method mgnet
     """
-    from segrefine.io import list_images
-    from segrefine.predict import predict_files
+    from segrefine.io import check_writable_dir, list_images
+    from segrefine.predict import load_inputs, predict_files
     from segrefine.uncertainty import Predictor
 
-    inputs = list_images(input)
+    volumes = load_inputs(list_images(input))
     predictor = Predictor(method, models=model, passes=samples, axis=axis, uncertainty=uncertainty)
+    check_writable_dir(output)
     with progress_bar() as bar:
-        task = bar.add_task(f"predict ({method})", total=len(inputs))
-        records = predict_files(inputs, output, predictor, on_case=lambda c, p: bar.advance(task))
+        task = bar.add_task(f"predict ({method})", total=len(volumes))
+        records = predict_files(volumes, output, predictor, on_case=lambda c, p: bar.advance(task))
     for r in records:
         console.print(f"{r['case']}: {r['seconds']:.2f} s, {r['foreground_voxels']} foreground voxels")
     console.print(f"wrote {len(records)} cases to {output}")
@@ -157,6 +158,38 @@ def demo(
     from segrefine.demo import run_demo
 
     run_demo(input=input, labels=labels, out=out, n_cases=cases, console=Console())
+
+
+@bench_app.command("uncertainty")
+@friendly
+def bench_uncertainty(
+    images: Path = typer.Option(..., "--images", help="Image folder (Decathlon layout)."),
+    labels: Path = typer.Option(..., "--labels", help="Label folder."),
+    json_out: Path = typer.Option(..., "--json", help="Output JSON (a .md table and .png figure beside it)."),
+    split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = all cases)."),
+    val_split: str = typer.Option("val", help="Split used to choose the UEO threshold."),
+    splits: Optional[Path] = typer.Option(None, help="Split file; default IMAGES/../splits.json."),
+    samples: int = typer.Option(10, help="MC dropout passes T."),
+    ensemble: Optional[list[Path]] = typer.Option(None, "--ensemble-model", help="Ensemble members (default: shipped U-Net + 4 trained and cached)."),
+    cache: Path = typer.Option(Path("bench_out/ensemble"), help="Where trained ensemble members are cached."),
+    fetal: Optional[Path] = typer.Option(None, help="Fetal stack for the speed column (default: the shared a26_12)."),
+    max_cases: Optional[int] = typer.Option(None, help="Use only the first N cases of each split (quick runs)."),
+):
+    """Table 1: U-Net, MC dropout, ensemble and MG-Net (parameters, time, Dice, ASSD, UEO, RVE, AUROC).
+
+    Example: segrefine bench uncertainty --images ../shared/data/hippocampus/imagesTr
+             --labels ../shared/data/hippocampus/labelsTr --json bench_out/uncertainty.json
+    """
+    from segrefine.bench.uncertainty import run
+    from segrefine.paths import shared_data_dir
+
+    if fetal is None and shared_data_dir() is not None:
+        fetal = shared_data_dir() / "fetal_stacks" / "images" / "a26_12.nii.gz"
+    data = run(images, labels, json_out, split=split or None, val_split=val_split, splits_file=splits,
+               samples=samples, ensemble_models=ensemble or None, cache=cache, fetal=fetal,
+               max_cases=max_cases, log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text())
+    console.print(f"MC dropout / MG-Net time: {data['ratios']}")
 
 
 def main():  # pragma: no cover

@@ -193,16 +193,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and make sure files can be written there."""
+    """Create ``path`` if needed and make sure a file can really be written there."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: output path exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{path}: cannot create output folder ({exc.strerror})") from None
-    if not path.is_dir():
-        raise InputError(f"{path}: output path exists and is not a folder")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: output folder is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError:
+        raise InputError(f"{path}: output folder is not writable") from None
     return path
 
 

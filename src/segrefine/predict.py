@@ -26,11 +26,15 @@ def write_prediction(volume: io.Volume, pred: Prediction, out_dir: Path, case: s
     return paths
 
 
-def predict_files(inputs: list[Path], out_dir: Path, predictor: Predictor,
+def load_inputs(inputs: list[Path]) -> list[tuple[Path, io.Volume]]:
+    """Load (and so validate) every input before anything is written."""
+    return [(path, io.load(path)) for path in inputs]
+
+
+def predict_files(volumes: list[tuple[Path, io.Volume]], out_dir: Path, predictor: Predictor,
                   on_case: Callable[[str, Prediction], None] | None = None) -> list[dict]:
-    """Predict every input file; all inputs are validated before anything is written."""
+    """Predict every loaded input and write its three files to ``out_dir``."""
     out_dir = io.check_writable_dir(out_dir)
-    volumes = [(path, io.load(path)) for path in inputs]  # fail early on bad input
     records = []
     for path, volume in volumes:
         pred = predictor(volume.array)

@@ -1,0 +1,1 @@
+"""Benchmarks: each writes JSON (figures, machine, command line), a Markdown table and PNGs."""

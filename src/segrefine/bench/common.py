@@ -1,0 +1,79 @@
+"""What every benchmark records: the machine, the command line, and atomic JSON/Markdown output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from segrefine.datasets import Case, load_splits, pair_folders, select
+from segrefine.io import atomic_path
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def command_line() -> str:
+    return " ".join(["segrefine"] + sys.argv[1:])
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=_default))
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def _default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(type(obj))
+
+
+def cases_for(images: Path, labels: Path, split: str | None, splits_file: Path | None) -> list[Case]:
+    """Cases of ``images``/``labels``, restricted to a split when one is named."""
+    cases = pair_folders(images, labels)
+    if split:
+        splits_file = splits_file or Path(images).parent / "splits.json"
+        cases = select(cases, load_splits(splits_file)[split], what=f"{splits_file}:{split}")
+    return cases
+
+
+def mean_sd(values) -> str:
+    arr = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=float)
+    if arr.size == 0:
+        return "–"
+    return f"{arr.mean():.2f} ± {arr.std():.2f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,184 @@
+"""Table 1 of the UGIR paper for any Decathlon-layout dataset.
+
+For U-Net, MC dropout (T passes), an ensemble of U-Nets and MG-Net: parameters,
+median seconds per volume, Dice, ASSD, UEO, RVE and AUROC (UEO/RVE thresholds
+chosen on the validation split), and the median time on the fetal stack.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segrefine import io
+from segrefine.bench.common import (cases_for, command_line, machine, markdown_table, mean_sd,
+                                    write_json, write_text)
+from segrefine.datasets import Case
+from segrefine.metrics import auroc, best_ueo_threshold, error_mask, rve, segmentation_scores, ueo
+from segrefine.nets.checkpoint import shipped_model
+from segrefine.uncertainty import Prediction, Predictor
+
+METHOD_LABELS = {"unet": "U-Net", "mcdropout": "MC dropout", "ensemble": "Ensemble", "mgnet": "MG-Net"}
+
+
+def ensemble_members(dataset: Path, cache: Path, n: int = 5, *, epochs: int = 10,
+                     iterations: int = 100, log=print) -> list[Path]:
+    """The shipped U-Net plus ``n - 1`` U-Nets trained with other seeds (cached in ``cache``)."""
+    from segrefine.datasets import split_cases
+    from segrefine.nets.train import TrainConfig, train
+
+    members = [shipped_model("unet")]
+    for seed in range(1, n):
+        path = Path(cache) / f"unet_seed{seed}.pt"
+        if not path.exists():
+            log(f"training ensemble member {seed} -> {path}")
+            cfg = TrainConfig(arch="unet", epochs=epochs, iterations_per_epoch=iterations, seed=seed)
+            train(split_cases(dataset, "train"), split_cases(dataset, "val"), path, cfg)
+        members.append(path)
+    return members
+
+
+def _load(case: Case):
+    vol = io.load(case.image)
+    ref = np.asarray(io.load(case.label, finite=False).array) > 0
+    return vol, ref
+
+
+def evaluate_method(predictor: Predictor, val: list[Case], test: list[Case]) -> dict:
+    """Threshold on ``val``, figures on ``test``."""
+    has_unc = predictor.method != "unet"
+    thr = None
+    if has_unc:
+        uncs, errs = [], []
+        for case in val:
+            vol, ref = _load(case)
+            pred = predictor(vol.array)
+            uncs.append(pred.uncertainty)
+            errs.append(error_mask(pred.label, ref))
+        thr = best_ueo_threshold(uncs, errs)
+    per_case = []
+    for case in test:
+        vol, ref = _load(case)
+        pred = predictor(vol.array)
+        rec = {"case": case.name, "seconds": pred.seconds,
+               **segmentation_scores(pred.label, ref, vol.spacing)}
+        if has_unc:
+            err = error_mask(pred.label, ref)
+            rec.update(ueo=ueo(pred.uncertainty, err, thr), rve=rve(pred.uncertainty, err, thr),
+                       auroc=auroc(pred.uncertainty, err))
+        per_case.append(rec)
+    return {"threshold": thr, "cases": per_case}
+
+
+def time_volume(predictor: Predictor, image: np.ndarray, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        predictor(image)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
+        val_split: str = "val", splits_file: Path | None = None, samples: int = 10,
+        ensemble_models: list[Path] | None = None, cache: Path = Path("bench_out/ensemble"),
+        fetal: Path | None = None, max_cases: int | None = None, log=print) -> dict:
+    test = cases_for(images, labels, split, splits_file)
+    val = cases_for(images, labels, val_split, splits_file) if split else test
+    if max_cases:
+        test, val = test[:max_cases], val[:max_cases]
+    if ensemble_models is None:
+        ensemble_models = ensemble_members(Path(images).parent, cache, log=log)
+    predictors = {
+        "unet": Predictor("unet"),
+        "mcdropout": Predictor("mcdropout", passes=samples),
+        "ensemble": Predictor("ensemble", models=ensemble_models),
+        "mgnet": Predictor("mgnet"),
+    }
+    results = {}
+    for name, pred in predictors.items():
+        log(f"{METHOD_LABELS[name]}: {len(val)} val + {len(test)} test cases")
+        res = evaluate_method(pred, val, test)
+        res["parameters_M"] = pred.num_parameters / 1e6
+        res["median_seconds"] = statistics.median(c["seconds"] for c in res["cases"])
+        if fetal is not None and Path(fetal).exists():
+            res["fetal_median_seconds"] = time_volume(pred, io.load(fetal).array)
+        results[name] = res
+    summary = {}
+    for name, res in results.items():
+        s = {"parameters_M": res["parameters_M"], "median_seconds": res["median_seconds"],
+             "fetal_median_seconds": res.get("fetal_median_seconds"), "threshold": res["threshold"]}
+        for key in ("dice", "assd", "hd95", "ueo", "rve", "auroc"):
+            vals = [c.get(key) for c in res["cases"] if c.get(key) is not None]
+            arr = np.asarray(vals, float)
+            s[key] = float(np.nanmean(arr)) if arr.size else None
+            s[f"{key}_sd"] = float(np.nanstd(arr)) if arr.size else None
+        summary[name] = s
+    mc, mg = summary["mcdropout"], summary["mgnet"]
+    ratios = {"mcdropout_over_mgnet_time": mc["median_seconds"] / mg["median_seconds"]}
+    if mg["fetal_median_seconds"]:
+        ratios["fetal_mcdropout_over_mgnet_time"] = mc["fetal_median_seconds"] / mg["fetal_median_seconds"]
+    data = {"benchmark": "uncertainty", "command": command_line(), "machine": machine(),
+            "images": str(images), "split": split, "val_split": val_split, "mc_samples": samples,
+            "ensemble_models": [str(p) for p in ensemble_models], "fetal_stack": str(fetal) if fetal else None,
+            "summary": summary, "ratios": ratios, "results": results}
+    write_json(out_json, data)
+    write_text(Path(out_json).with_suffix(".md"), table_markdown(data))
+    figure(Path(out_json).with_suffix(".png"), predictors, test[0])
+    return data
+
+
+def table_markdown(data: dict) -> str:
+    rows = []
+    for name, s in data["summary"].items():
+        res = data["results"][name]
+
+        def col(key, scale=1.0):
+            vals = [c[key] * scale for c in res["cases"] if c.get(key) is not None]
+            return mean_sd(vals) if vals else "–"
+
+        fetal = s["fetal_median_seconds"]
+        rows.append([METHOD_LABELS[name], f"{s['parameters_M']:.2f}", f"{s['median_seconds']:.3f}",
+                     f"{fetal:.2f}" if fetal else "–", col("dice", 100), col("assd"),
+                     col("ueo", 100), col("rve", 100), col("auroc", 100)])
+    header = ["method", "params (M)", "s / volume (median)", "s / fetal stack (median)", "Dice (%)",
+              "ASSD (mm)", "UEO (%)", "RVE (%)", "AUROC (%)"]
+    m = data["machine"]
+    return (markdown_table(header, rows) + f"\nMachine: {m['cpu']}, {m['cores']} cores, "
+            f"torch {m['torch']} with {m['torch_threads']} threads. Command: `{data['command']}`\n")
+
+
+def figure(path: Path, predictors: dict[str, Predictor], case: Case) -> Path:
+    """Fig. 3 style: the same slice, each method's segmentation (row 1) and uncertainty (row 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segrefine.figures import best_slice
+    from segrefine.io import atomic_path
+
+    vol, ref = _load(case)
+    preds: dict[str, Prediction] = {n: p(vol.array) for n, p in predictors.items()}
+    k = best_slice(ref)
+    img = vol.array[:, :, k].T
+    fig, axes = plt.subplots(2, len(preds), figsize=(3 * len(preds), 6), squeeze=False)
+    for c, (name, pred) in enumerate(preds.items()):
+        axes[0, c].imshow(img, cmap="gray", origin="lower")
+        axes[0, c].contour(ref[:, :, k].T, levels=[0.5], colors="g", linewidths=1)
+        axes[0, c].contour(pred.label[:, :, k].T > 0, levels=[0.5], colors="r", linewidths=1)
+        axes[0, c].set_title(METHOD_LABELS[name])
+        u = pred.uncertainty[:, :, k].T
+        axes[1, c].imshow(u / (u.max() if u.max() > 0 else 1), cmap="jet", origin="lower", vmin=0, vmax=1)
+        axes[1, c].set_title(f"{pred.uncertainty_kind} (normalised)")
+        for a in axes[:, c]:
+            a.axis("off")
+    fig.suptitle(f"{case.name} slice {k}: reference green, prediction red")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path

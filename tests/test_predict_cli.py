@@ -1,0 +1,113 @@
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from segrefine import io
+from segrefine.uncertainty import Predictor, binary_entropy
+
+
+@pytest.fixture(scope="module")
+def hippo_case(hippo):
+    return hippo / "imagesTr" / "hippocampus_014.nii.gz", hippo / "labelsTr" / "hippocampus_014.nii.gz"
+
+
+@pytest.mark.parametrize("method", ["mgnet", "unet", "mcdropout"])
+def test_predictor_methods_share_one_result_type(hippo_case, method):
+    vol = io.load(hippo_case[0])
+    pred = Predictor(method, passes=3)(vol.array, keep_samples=True)
+    assert pred.prob.shape == pred.label.shape == pred.uncertainty.shape == vol.shape
+    assert pred.label.dtype == np.uint8 and pred.prob.dtype == np.float32
+    assert np.array_equal(pred.label > 0, pred.prob > 0.5) or method != "unet"
+    if method == "unet":
+        assert pred.samples.shape[0] == 1
+        assert np.allclose(pred.uncertainty, binary_entropy(pred.prob), atol=1e-5)
+    else:
+        n = 4 if method == "mgnet" else 3
+        assert pred.samples.shape == (n, *vol.shape)
+        assert np.allclose(pred.uncertainty, pred.samples.var(0), atol=1e-6)
+        assert pred.uncertainty.max() <= 0.25 + 1e-6
+
+
+def test_any_axis_and_odd_sizes(hippo_case):
+    vol = io.load(hippo_case[0])
+    p = Predictor("mgnet", axis=0)
+    out = p(vol.array[:, 3:40, 1:30])  # odd in-plane size, slices along axis 0
+    assert out.label.shape == (vol.shape[0], 37, 29)
+
+
+def test_predict_cli_writes_three_files_with_affine(hippo_case, tmp_path, shared):
+    fetal = shared / "fetal_stacks" / "images" / "a26_12.nii.gz"
+    run_cli("predict", "-i", fetal, "-o", tmp_path, check=True)
+    ref = nib.load(str(fetal))
+    for suffix, dtype in (("", np.uint8), ("_prob", np.float32), ("_uncertainty", np.float32)):
+        img = nib.load(str(tmp_path / f"a26_12{suffix}.nii.gz"))
+        assert np.array_equal(img.affine, ref.affine)
+        assert img.shape == ref.shape
+        assert img.get_data_dtype() == dtype
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a26_12.nii.gz", "a26_12_prob.nii.gz", "a26_12_uncertainty.nii.gz"]
+
+
+def test_predict_then_evaluate_cli(hippo_case, tmp_path):
+    img, lab = hippo_case
+    run_cli("predict", "-i", img, "-o", tmp_path / "pred", "--method", "mgnet", check=True)
+    refs = tmp_path / "ref"
+    refs.mkdir()
+    os.symlink(lab, refs / lab.name)
+    proc = run_cli("evaluate", "--pred", tmp_path / "pred", "--ref", refs, "--json", tmp_path / "s.json",
+                   check=True)
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["cases"][0]["case"] == "hippocampus_014"
+    assert 0.5 < data["mean"]["dice"] <= 1.0
+    assert data["mean"]["assd"] > 0
+    assert "hippocampus_014" in proc.stdout
+
+
+def test_bad_inputs_give_one_line_errors_and_no_output(tmp_path, hippo_case):
+    out = tmp_path / "out"
+    cases = []
+    cases.append((["-i", tmp_path / "missing.nii.gz"], "no such file"))
+    txt = tmp_path / "x.txt"
+    txt.write_text("x")
+    cases.append((["-i", txt], "not an image file"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(tmp_path / "flat.nii.gz"))
+    cases.append((["-i", tmp_path / "flat.nii.gz"], "expected a 3D image, got 2D"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 2), np.float32), np.eye(4)), str(tmp_path / "4d.nii.gz"))
+    cases.append((["-i", tmp_path / "4d.nii.gz"], "got 4D"))
+    arr = np.ones((8, 8, 8), np.float32)
+    arr[0, 0, 0] = np.inf
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / "inf.nii.gz"))
+    cases.append((["-i", tmp_path / "inf.nii.gz"], "NaN or inf"))
+    from segrefine.nets.checkpoint import shipped_model
+
+    cases.append((["-i", hippo_case[0], "--method", "unet", "--model", shipped_model("mgnet")],
+                  "holds a mgnet network, unet expected"))
+    for args, message in cases:
+        proc = run_cli("predict", *args, "-o", out)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_unwritable_output_folder(tmp_path, hippo_case):
+    if os.geteuid() == 0:  # root ignores permission bits; sysfs refuses even root
+        ro = "/sys/kernel"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+    proc = run_cli("predict", "-i", hippo_case[0], "-o", ro)
+    assert proc.returncode == 2 and "output folder is not writable" in proc.stderr, proc.stderr
+
+
+def test_output_path_is_a_file(tmp_path, hippo_case):
+    f = tmp_path / "file"
+    f.write_text("")
+    proc = run_cli("predict", "-i", hippo_case[0], "-o", f)
+    assert proc.returncode == 2 and "not a folder" in proc.stderr
