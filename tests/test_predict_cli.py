@@ -111,3 +111,15 @@ def test_output_path_is_a_file(tmp_path, hippo_case):
     f.write_text("")
     proc = run_cli("predict", "-i", hippo_case[0], "-o", f)
     assert proc.returncode == 2 and "not a folder" in proc.stderr
+
+
+def test_onnx_backend_matches_torch(hippo_case, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path))
+    vol = io.load(hippo_case[0])
+    a = Predictor("mgnet", backend="torch")(vol.array)
+    b = Predictor("mgnet", backend="onnx")(vol.array)
+    assert np.abs(a.prob - b.prob).max() < 1e-3
+    assert np.abs(a.uncertainty - b.uncertainty).max() < 1e-3
+    assert list(tmp_path.glob("onnx/mgnet-*.onnx"))
+    with pytest.raises(Exception, match="cannot run MC dropout"):
+        Predictor("mcdropout", backend="onnx")

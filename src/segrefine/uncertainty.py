@@ -84,13 +84,22 @@ def _check_volume(image: np.ndarray, axis: int) -> np.ndarray:
 
 @torch.inference_mode()
 def _class_probs(nets: list[SegNet], slices: np.ndarray, *, passes: int = 1, dropout: bool = False,
-                 batch: int = 32) -> np.ndarray:
+                 batch: int = 32, backend: str = "torch") -> np.ndarray:
     """Softmax probabilities ``(samples, n, classes, H, W)`` for padded slices ``(n, H, W)``.
 
-    Samples are the heads of each net, for each pass, for each net.
+    Samples are the heads of each net, for each pass, for each net. ``backend``
+    ``onnx`` runs the (dropout-off) networks with ONNX Runtime.
     """
     outs = []
     for net in nets:
+        if backend == "onnx" and not dropout:
+            from segrefine.nets.onnx import run_onnx
+
+            padded, crop = pad_to_multiple(slices, net.multiple)
+            logits = run_onnx(net, np.ascontiguousarray(padded[:, None], dtype=np.float32))
+            p = torch.softmax(torch.from_numpy(logits), dim=2)[..., crop[0], crop[1]]
+            outs.append(p.permute(1, 0, 2, 3, 4).numpy())
+            continue
         net.eval()
         if dropout:
             for m in net.modules():
@@ -109,14 +118,14 @@ def _class_probs(nets: list[SegNet], slices: np.ndarray, *, passes: int = 1, dro
 
 def predict_volume(image: np.ndarray, nets: list[SegNet], *, method: str, axis: int = 2,
                    passes: int = 1, dropout: bool = False, uncertainty: str = "variance",
-                   keep_samples: bool = False) -> Prediction:
+                   keep_samples: bool = False, backend: str = "torch") -> Prediction:
     """Run ``nets`` slice by slice and combine their samples into a :class:`Prediction`."""
     if uncertainty not in UNCERTAINTY_KINDS:
         raise InputError(f"uncertainty must be one of {UNCERTAINTY_KINDS}, got {uncertainty!r}")
     image = _check_volume(image, axis)
     start = time.perf_counter()
     slices = np.ascontiguousarray(to_slices(normalise(image), axis))
-    probs = _class_probs(nets, slices, passes=passes, dropout=dropout)  # (T, n, C, H, W)
+    probs = _class_probs(nets, slices, passes=passes, dropout=dropout, backend=backend)  # (T, n, C, H, W)
     mean = probs.mean(0)
     fg_samples = 1.0 - probs[:, :, 0]  # (T, n, H, W)
     prob = from_slices(1.0 - mean[:, 0], axis)
@@ -136,16 +145,29 @@ def predict_volume(image: np.ndarray, nets: list[SegNet], *, method: str, axis: 
     return pred
 
 
+def _has_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class Predictor:
     """A segmentation method with its networks loaded once.
 
     ``method``: ``mgnet`` (one pass, heads as samples), ``unet`` (the dropout U-Net,
     one pass with dropout off), ``mcdropout`` (the U-Net, ``passes`` passes with
     dropout on), ``ensemble`` (several U-Nets, one pass each).
+
+    ``backend``: ``torch``, ``onnx`` (ONNX Runtime; not for MC dropout, whose
+    passes need dropout on) or ``auto`` (ONNX Runtime where it applies and is
+    installed: it runs the grouped convolutions of MG-Net about 2x faster on CPU).
     """
 
     def __init__(self, method: str = "mgnet", *, models: list[str | Path] | None = None,
-                 passes: int = 10, axis: int = 2, uncertainty: str = "variance"):
+                 passes: int = 10, axis: int = 2, uncertainty: str = "variance",
+                 backend: str = "auto"):
         if method not in METHODS:
             raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
         if passes < 1:
@@ -159,10 +181,17 @@ class Predictor:
             raise InputError(f"--method {method} takes one --model, got {len(models)}")
         self.nets = [load_network(m, arch=arch) for m in models]
         self.method, self.passes, self.axis, self.uncertainty = method, passes, axis, uncertainty
+        if backend not in ("auto", "torch", "onnx"):
+            raise InputError(f"--backend must be auto, torch or onnx, got {backend!r}")
+        if backend == "auto":
+            backend = "onnx" if method != "mcdropout" and _has_onnxruntime() else "torch"
+        if backend == "onnx" and method == "mcdropout":
+            raise InputError("--backend onnx cannot run MC dropout (dropout must stay on); use torch")
+        self.backend = backend
 
     def __call__(self, image: np.ndarray, *, keep_samples: bool = False) -> Prediction:
         kw = dict(method=self.method, axis=self.axis, uncertainty=self.uncertainty,
-                  keep_samples=keep_samples)
+                  keep_samples=keep_samples, backend=self.backend)
         if self.method == "mcdropout":
             return predict_volume(image, self.nets, passes=self.passes, dropout=True, **kw)
         return predict_volume(image, self.nets, **kw)

@@ -34,7 +34,7 @@ class TrainConfig:
     epochs: int = 12
     iterations_per_epoch: int = 150
     batch_size: int = 24
-    patch: tuple[int, int] = (32, 48)
+    patch: tuple[int, int] | None = None  # None: the largest slice padded to the net's multiple
     lr: float = 1e-3
     weight_decay: float = 1e-5
     seed: int = 0
@@ -134,6 +134,13 @@ def train(train_cases: list[Case], val_cases: list[Case], out: str | Path, cfg: 
     num_classes = int(max(lab.max() for lab in labels)) + 1 if cfg.multiclass else 2
     net_cfg = _config_for(cfg.arch, num_classes)
     net = SegNet(net_cfg)
+    if cfg.patch is None:
+        # train on the same canvas the predictor pads slices to, so instance
+        # normalisation sees the same context at training and inference
+        m = net.multiple
+        hmax = max(im.shape[0] for im in images)
+        wmax = max(im.shape[1] for im in images)
+        cfg.patch = (min(-(-hmax // m) * m, 160), min(-(-wmax // m) * m, 160))
     val = []
     for case in val_cases:
         img = to_slices(normalise(io.load(case.image).array), cfg.axis)
