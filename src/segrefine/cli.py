@@ -160,6 +160,59 @@ def demo(
     run_demo(input=input, labels=labels, out=out, n_cases=cases, console=Console())
 
 
+@app.command()
+@friendly
+def suggest(
+    input: Path = typer.Option(..., "-i", "--input", help="Image (3D)."),
+    json_out: Path = typer.Option(..., "--json", help="Ranked slices (JSON)."),
+    prob: Optional[Path] = typer.Option(None, "--prob", help="Foreground probability map of any model."),
+    uncertainty: Optional[Path] = typer.Option(None, "--uncertainty", help="Voxel uncertainty map."),
+    seg: Optional[Path] = typer.Option(None, "--seg", help="Segmentation (default: prob > 0.5)."),
+    axis: int = typer.Option(2, help="Slice axis."),
+    budget: float = typer.Option(0.6, help="Fraction of slices to suggest (M'/M)."),
+    naive: bool = typer.Option(False, help="Order by the naive ν* = ΣU instead of ν."),
+):
+    """Rank slices by uncertainty: the slices a person should check first.
+
+    Without --prob/--uncertainty the shipped MG-Net is run on the image.
+    Example: segrefine suggest -i case.nii.gz --json suggestions.json
+    """
+    import numpy as np
+
+    from segrefine import io
+    from segrefine.bench.common import write_json
+    from segrefine.guidance import suggest as rank
+
+    vol = io.load(input)
+    if (prob is None) != (uncertainty is None):
+        raise InputError("--prob and --uncertainty go together (or neither, to run MG-Net)")
+    if prob is None:
+        from segrefine.uncertainty import Predictor
+
+        pred = Predictor("mgnet", axis=axis)(vol.array)
+        p, u, y = pred.prob, pred.uncertainty, pred.label
+    else:
+        p = _load_like(prob, vol, "--prob")
+        u = _load_like(uncertainty, vol, "--uncertainty")
+        if p.min() < 0 or p.max() > 1:
+            raise InputError(f"--prob {prob}: values must lie in [0, 1], got [{p.min():.3g}, {p.max():.3g}]")
+        y = _load_like(seg, vol, "--seg") if seg is not None else (p > 0.5)
+    out = rank(u, np.asarray(y), axis=axis, budget=budget, naive=naive)
+    out["image"] = str(input)
+    write_json(json_out, out)
+    top = ", ".join(f"{s['index']} (ν={s['nu']:.3g})" for s in out["slices"][:5])
+    console.print(f"{out['budget_slices']} of {len(out['slices'])} slices in the budget; top: {top}")
+
+
+def _load_like(path: Path, ref, what: str):
+    from segrefine import io
+
+    vol = io.load(path)
+    if vol.shape != ref.shape:
+        raise InputError(f"{what} {path}: shape {vol.shape} differs from the image's {ref.shape}")
+    return vol.array.astype("float32")
+
+
 @bench_app.command("uncertainty")
 @friendly
 def bench_uncertainty(

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from segrefine.errors import InputError
+from segrefine.guidance import SuggestionQueue, rank_slices, slice_uncertainty, suggest
+
+
+def _volume():
+    y = np.zeros((30, 30, 6), np.uint8)
+    u = np.zeros((30, 30, 6), np.float32)
+    y[5:25, 5:25, 0] = 1  # big structure, uncertain rim
+    u[5:25, 5, 0] = 0.2
+    y[13:16, 13:16, 1] = 1  # small structure, fully uncertain: ν must rank it high
+    u[13:16, 13:16, 1] = 0.2
+    y[5:25, 5:25, 2] = 1  # big, certain
+    u[:, :, 3] = 0.001  # empty slice with faint background noise
+    u[10:18, 10:18, 4] = 0.15  # empty slice where the net hesitates: a missed structure
+    return u, y
+
+
+def test_nu_and_naive_definitions():
+    u, y = _volume()
+    s = slice_uncertainty(u, y, zeta=1.0, noise_floor=0)
+    assert s["nu_naive"][0] == pytest.approx(20 * 0.2, rel=1e-5)
+    assert s["nu"][0] == pytest.approx(20 * 0.2 / (400 + 1), rel=1e-5)
+    assert s["nu"][1] == pytest.approx(9 * 0.2 / (9 + 1), rel=1e-5)
+    assert rank_slices(s["nu"])[:3] == [4, 3, 1]  # ζ = 1, no floor: empty slices explode, noise too
+    assert rank_slices(s["nu_naive"])[:3] == [4, 0, 1]
+
+
+def test_small_structure_outranks_big_one_with_nu_not_with_naive():
+    u, y = _volume()
+    s = slice_uncertainty(u, y)
+    assert s["nu"][1] > s["nu"][0]
+    assert s["nu_naive"][1] < s["nu_naive"][0]
+
+
+def test_empty_slices_noise_does_not_dominate_but_missed_structure_is_suggested():
+    u, y = _volume()
+    out = suggest(u, y, budget=0.5)
+    order = [s["index"] for s in out["slices"]]
+    assert order.index(3) > order.index(0)  # noise ranks below a real uncertain slice
+    assert out["slices"][order.index(3)]["nu"] == 0.0  # below the noise floor
+    assert 4 in order[: out["budget_slices"]]  # the missed structure is within the budget
+    assert out["budget_slices"] == 3 and out["axis"] == 2
+
+
+def test_any_axis():
+    u, y = _volume()
+    out = suggest(np.moveaxis(u, 2, 0), np.moveaxis(y, 2, 0), axis=0, budget=1.0)
+    assert len(out["slices"]) == 6
+
+
+def test_queue_budget_and_early_stop():
+    q = SuggestionQueue(order=[5, 2, 7, 1, 0, 3], budget_slices=5, patience=3)
+    assert q.next() == 5
+    q.report(True)
+    for k in (2, 7):
+        assert q.next() == k
+        q.report(False)
+    assert q.next() == 1
+    q.report(False)
+    assert q.stopped_early and q.next() is None and q.shown == [5, 2, 7, 1]
+    q2 = SuggestionQueue(order=[0, 1, 2], budget_slices=2)
+    q2.next(), q2.report(True), q2.next(), q2.report(True)
+    assert q2.done and q2.next() is None and not q2.stopped_early
+
+
+def test_bad_input():
+    u, y = _volume()
+    with pytest.raises(InputError, match="differs"):
+        slice_uncertainty(u, y[:-1])
+    with pytest.raises(InputError, match="budget"):
+        suggest(u, y, budget=1.5)
+    bad = u.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        slice_uncertainty(bad, y)
+
+
+def test_suggest_cli_with_external_maps(shared, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    ref = shared / "fetal_stacks" / "reference_mgnet"
+    img = shared / "fetal_stacks" / "images" / "a26_12.nii.gz"
+    # official MG-Net outputs as an "external model": its seg as probability, its variance as U
+    out = tmp_path / "s.json"
+    run_cli("suggest", "-i", img, "--prob", ref / "a26_12_seg.nii.gz", "--uncertainty",
+            ref / "a26_12_var.nii.gz", "--json", out, check=True)
+    data = json.loads(out.read_text())
+    assert data["axis"] == 2 and data["budget"] == 0.6 and len(data["slices"]) == 19
+    nus = [s["nu"] for s in data["slices"]]
+    assert nus == sorted(nus, reverse=True)
+    assert {"index", "nu", "nu_naive"} <= set(data["slices"][0])
+    bad = run_cli("suggest", "-i", img, "--prob", ref / "a26_12_seg.nii.gz", "--json", out)
+    assert bad.returncode == 2 and "go together" in bad.stderr
