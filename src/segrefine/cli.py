@@ -213,6 +213,70 @@ def _load_like(path: Path, ref, what: str):
     return vol.array.astype("float32")
 
 
+@app.command()
+@friendly
+def simulate(
+    images: Path = typer.Option(..., "--images", help="Image folder."),
+    labels: Path = typer.Option(..., "--labels", help="Ground-truth label folder."),
+    strategy: str = typer.Option("ugir", help="ugir | ugir-naive | sequential | graphcut | deepigeos."),
+    json_out: Path = typer.Option(..., "--json", help="Per-case and mean figures."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write each case's final mask here."),
+    split: Optional[str] = typer.Option(None, help="Only the cases of this split (split file beside IMAGES)."),
+    splits: Optional[Path] = typer.Option(None, help="Split file."),
+    budget: float = typer.Option(0.6, help="M'/M for the ugir strategies."),
+    max_cases: Optional[int] = typer.Option(None, help="Only the first N cases."),
+):
+    """Simulated user study of one strategy (see segrefine.simulate for the user and time model).
+
+    Example: segrefine simulate --images ../shared/data/hippocampus/imagesTr
+             --labels ../shared/data/hippocampus/labelsTr --split test --strategy ugir --json ugir.json
+    """
+    from segrefine.bench.common import cases_for, write_json
+    from segrefine.bench.stack import simulate_cases
+    from segrefine.io import check_writable_dir
+    from segrefine.simulate import STRATEGIES
+
+    if strategy not in STRATEGIES:
+        raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    cases = cases_for(images, labels, split, splits)[:max_cases]
+    if output is not None:
+        check_writable_dir(output)
+    with progress_bar() as bar:
+        task = bar.add_task(f"simulate {strategy}", total=len(cases))
+        data = simulate_cases(cases, strategy, out_dir=output, budget=budget,
+                              on_case=lambda c, r: bar.advance(task))
+    write_json(json_out, data)
+    m = data["mean"]
+    console.print(f"{strategy}: Dice {m['dice_before']:.4f} -> {m['dice_after']:.4f}, "
+                  f"{m['slices_inspected']:.1f} slices inspected, {m['scribbles']:.1f} scribbles, "
+                  f"{m['user_seconds']:.1f} s user, {m['machine_seconds']:.2f} s machine")
+
+
+@bench_app.command("stack")
+@friendly
+def bench_stack(
+    images: Path = typer.Option(..., "--images"),
+    labels: Path = typer.Option(..., "--labels"),
+    json_out: Path = typer.Option(..., "--json"),
+    split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = all)."),
+    splits: Optional[Path] = typer.Option(None),
+    strategies: str = typer.Option("ugir,ugir-naive,sequential,graphcut,deepigeos"),
+    budget: float = typer.Option(0.6),
+    max_cases: Optional[int] = typer.Option(None),
+    fetal: Optional[Path] = typer.Option(None, help="Fetal stacks folder (default: shared fetal_stacks)."),
+):
+    """Table 2: every strategy on the same cases; Dice vs user time plot; fetal-stack suggestions."""
+    from segrefine.bench.stack import run
+    from segrefine.paths import shared_data_dir
+
+    if fetal is None and shared_data_dir() is not None:
+        fetal = shared_data_dir() / "fetal_stacks"
+    run(images, labels, json_out, split=split or None, splits_file=splits,
+        strategies=[s.strip() for s in strategies.split(",") if s.strip()], budget=budget,
+        max_cases=max_cases, fetal_dir=fetal, log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text())
+
+
 @bench_app.command("uncertainty")
 @friendly
 def bench_uncertainty(

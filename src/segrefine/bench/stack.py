@@ -1,0 +1,166 @@
+"""Stack-level simulated user study (UGIR Table 2) and the fetal-stack suggestions.
+
+``simulate_cases`` runs one strategy over cases (used by ``segrefine simulate``);
+``run`` runs every strategy, writes the JSON, a Markdown table, a plot of Dice
+against cumulative user time, and for the fetal stacks (no ground truth) the
+ranking from the official MG-Net maps with a picture of the top slices.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segrefine import io
+from segrefine.bench.common import (cases_for, command_line, machine, markdown_table, mean_sd,
+                                    write_json, write_text)
+from segrefine.datasets import Case
+from segrefine.metrics import assd
+from segrefine.simulate import STRATEGIES, TimeModel, UserModel, run_case, settings
+
+KEYS = ("dice_before", "dice_after", "assd_after", "slices_inspected", "scribbles", "user_seconds",
+        "machine_seconds")
+
+
+def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = None,
+                   budget: float = 0.6, user: UserModel | None = None, times: TimeModel | None = None,
+                   predictions: dict | None = None, on_case=None) -> dict:
+    """Run ``strategy`` on every case; ``predictions`` caches MG-Net outputs across strategies."""
+    from segrefine.uncertainty import Predictor
+
+    user, times = user or UserModel(), times or TimeModel()
+    predictor = None
+    records = []
+    for case in cases:
+        vol = io.load(case.image)
+        gt = np.asarray(io.load(case.label, finite=False).array) > 0
+        kw = {}
+        if strategy != "graphcut":
+            cached = (predictions or {}).get(case.name)
+            if cached is None:
+                predictor = predictor or Predictor("mgnet")
+                pred = predictor(vol.array)
+                cached = {"prob": pred.prob, "uncertainty": pred.uncertainty, "label": pred.label,
+                          "seconds": pred.seconds}
+                if predictions is not None:
+                    predictions[case.name] = cached
+            kw = dict(prob=cached["prob"], uncertainty=cached["uncertainty"], label=cached["label"],
+                      predict_seconds=cached["seconds"])
+        rec = run_case(vol.array, gt, strategy, spacing=vol.spacing, budget=budget, user=user,
+                       times=times, **kw)
+        mask = rec.pop("mask")
+        rec["assd_after"] = assd(mask, gt, vol.spacing)
+        if out_dir is not None:
+            io.save(vol.with_array(mask.astype(np.uint8)), Path(out_dir) / f"{case.name}.nii.gz",
+                    dtype=np.uint8)
+        records.append({"case": case.name, **rec})
+        if on_case:
+            on_case(case.name, rec)
+    mean = {}
+    for k in KEYS:
+        vals = np.asarray([r[k] for r in records], float)
+        mean[k] = float(np.nanmean(vals))
+        mean[f"{k}_sd"] = float(np.nanstd(vals))
+    return {"strategy": strategy, "cases": records, "mean": mean, **settings(user, times)}
+
+
+def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
+        splits_file: Path | None = None, strategies=STRATEGIES, max_cases: int | None = None,
+        budget: float = 0.6, fetal_dir: Path | None = None, log=print) -> dict:
+    cases = cases_for(images, labels, split, splits_file)[:max_cases]
+    predictions: dict = {}
+    results = {}
+    for s in strategies:
+        t = time.perf_counter()
+        results[s] = simulate_cases(cases, s, budget=budget, predictions=predictions)
+        log(f"{s}: Dice {results[s]['mean']['dice_after']:.4f}, user "
+            f"{results[s]['mean']['user_seconds']:.1f} s ({time.perf_counter() - t:.0f} s)")
+    data = {"benchmark": "stack", "command": command_line(), "machine": machine(),
+            "images": str(images), "split": split, "budget": budget, "cases": len(cases),
+            "results": results}
+    if fetal_dir is not None and Path(fetal_dir).is_dir():
+        data["fetal"] = fetal_suggestions(Path(fetal_dir), Path(out_json).parent, budget=budget)
+    write_json(out_json, data)
+    write_text(Path(out_json).with_suffix(".md"), table_markdown(data))
+    plot_dice_vs_time(Path(out_json).with_suffix(".png"), data)
+    return data
+
+
+def table_markdown(data: dict) -> str:
+    rows = []
+    names = {"ugir": "UGIR", "ugir-naive": "UGIR(*) (ν*)", "sequential": "UGIR(-U) (sequential)",
+             "graphcut": "Graph Cut (scratch)", "deepigeos": "DeepIGeoS (R-Net)"}
+    for s, res in data["results"].items():
+        col = lambda k, scale=1.0: mean_sd([c[k] * scale for c in res["cases"]])  # noqa: E731
+        rows.append([names.get(s, s), col("dice_before", 100), col("dice_after", 100), col("assd_after"),
+                     col("slices_inspected"), col("scribbles"), col("user_seconds"), col("machine_seconds")])
+    header = ["strategy", "Dice before (%)", "Dice after (%)", "ASSD after (mm)", "slices inspected",
+              "scribbles", "user time (s)", "machine time (s)"]
+    m = data["machine"]
+    return (markdown_table(header, rows) + f"\n{data['cases']} cases, budget {data['budget']}. "
+            f"Machine: {m['cpu']}, {m['cores']} cores. Command: `{data['command']}`\n")
+
+
+def plot_dice_vs_time(path: Path, data: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segrefine.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s, res in data["results"].items():
+        t = np.cumsum([c["user_seconds"] for c in res["cases"]])
+        d = np.cumsum([c["dice_after"] for c in res["cases"]]) / np.arange(1, len(t) + 1)
+        ax.plot(np.concatenate([[0], t]), np.concatenate([[np.mean([c["dice_before"] for c in res["cases"]])], d]),
+                marker=".", label=s)
+    ax.set_xlabel("cumulative simulated user time (s)")
+    ax.set_ylabel("mean Dice of the cases done")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def fetal_suggestions(fetal_dir: Path, out_dir: Path, *, budget: float = 0.6) -> dict:
+    """Ranking of the fetal stacks from the official MG-Net maps (an external model), with a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segrefine.guidance import suggest
+    from segrefine.io import atomic_path
+
+    out = {}
+    for img_path in sorted((fetal_dir / "images").glob("*.nii.gz")):
+        name = io.case_name(img_path)
+        vol = io.load(img_path)
+        seg = io.load(fetal_dir / "reference_mgnet" / f"{name}_seg.nii.gz").array
+        var = io.load(fetal_dir / "reference_mgnet" / f"{name}_var.nii.gz").array
+        sug = suggest(var, seg, budget=budget)
+        out[name] = sug
+        top = sug["slices"][:4]
+        fig, axes = plt.subplots(2, len(top), figsize=(3 * len(top), 6), squeeze=False)
+        for c, s in enumerate(top):
+            k = s["index"]
+            axes[0, c].imshow(vol.array[:, :, k].T, cmap="gray", origin="lower")
+            axes[0, c].contour(seg[:, :, k].T > 0, levels=[0.5], colors="r", linewidths=1)
+            axes[0, c].set_title(f"#{c + 1}: slice {k}, ν={s['nu']:.3f}")
+            axes[1, c].imshow(var[:, :, k].T, cmap="hot", origin="lower", vmin=0, vmax=0.25)
+            for a in axes[:, c]:
+                a.axis("off")
+        fig.suptitle(f"{name}: top suggested slices (official MG-Net seg in red, variance below)")
+        fig.tight_layout()
+        png = Path(out_dir) / f"fetal_{name}_suggestions.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+        plt.close(fig)
+        sug["png"] = str(png)
+    return out
