@@ -24,18 +24,24 @@ from segrefine.uncertainty import Prediction, Predictor
 METHOD_LABELS = {"unet": "U-Net", "mcdropout": "MC dropout", "ensemble": "Ensemble", "mgnet": "MG-Net"}
 
 
-def ensemble_members(dataset: Path, cache: Path, n: int = 5, *, epochs: int = 10,
-                     iterations: int = 100, log=print) -> list[Path]:
-    """The shipped U-Net plus ``n - 1`` U-Nets trained with other seeds (cached in ``cache``)."""
+def ensemble_members(dataset: Path, cache: Path, n: int = 5, *, log=print) -> list[Path]:
+    """The shipped U-Net plus ``n - 1`` U-Nets trained like it with seeds 1.. (cached in ``cache``).
+
+    The training settings are read from the shipped checkpoint, so every member is
+    trained exactly like the shipped one except for the seed.
+    """
     from segrefine.datasets import split_cases
+    from segrefine.nets.checkpoint import read_checkpoint
     from segrefine.nets.train import TrainConfig, train
 
-    members = [shipped_model("unet")]
+    shipped = shipped_model("unet")
+    members = [shipped]
+    settings = dict(read_checkpoint(shipped)["summary"]["train"])
     for seed in range(1, n):
         path = Path(cache) / f"unet_seed{seed}.pt"
         if not path.exists():
             log(f"training ensemble member {seed} -> {path}")
-            cfg = TrainConfig(arch="unet", epochs=epochs, iterations_per_epoch=iterations, seed=seed)
+            cfg = TrainConfig(**{**settings, "seed": seed, "patch": None, "splits": {}})
             train(split_cases(dataset, "train"), split_cases(dataset, "val"), path, cfg)
         members.append(path)
     return members
