@@ -46,7 +46,7 @@ def progress_bar() -> Progress:
 @friendly
 def train(
     dataset: Path = typer.Option(..., "--dataset", help="Decathlon-layout folder (imagesTr, labelsTr)."),
-    arch: str = typer.Option("mgnet", help="mgnet or unet."),
+    arch: str = typer.Option("mgnet", help="mgnet, unet, or rnet (the refinement network, trained on the shipped MG-Net's errors)."),
     out: Path = typer.Option(..., "--out", help="Checkpoint to write (best validation Dice)."),
     splits: Optional[Path] = typer.Option(None, help="Split file; default DATASET/splits.json."),
     train_split: str = typer.Option("train", help="Split used for training."),
@@ -66,10 +66,17 @@ def train(
     from segrefine.datasets import split_cases
     from segrefine.nets.train import TrainConfig, train as run_train
 
-    if arch not in ("mgnet", "unet"):
-        raise InputError(f"--arch must be mgnet or unet, got {arch!r}")
+    if arch not in ("mgnet", "unet", "rnet"):
+        raise InputError(f"--arch must be mgnet, unet or rnet, got {arch!r}")
     tr = split_cases(dataset, train_split, splits)
     va = split_cases(dataset, val_split, splits)
+    if arch == "rnet":
+        from segrefine.refine.rnet import train_rnet
+
+        summary = train_rnet(tr, va, out, epochs=epochs, iterations=iterations, batch_size=batch_size,
+                             lr=lr, seed=seed, log=console.print)
+        console.print(f"best val slice Dice {summary['best_val_slice_dice']:.4f} -> {out}")
+        return
     cfg = TrainConfig(arch=arch, epochs=epochs, iterations_per_epoch=iterations, batch_size=batch_size,
                       lr=lr, seed=seed, multiclass=multiclass, threads=threads,
                       splits={"file": str(splits or Path(dataset) / "splits.json"),
@@ -158,6 +165,41 @@ def demo(
     from segrefine.demo import run_demo
 
     run_demo(input=input, labels=labels, out=out, n_cases=cases, console=Console())
+
+
+@app.command()
+@friendly
+def refine(
+    input: Path = typer.Option(..., "-i", "--input", help="Image (3D)."),
+    prob: Path = typer.Option(..., "--prob", help="Foreground probability map (any model)."),
+    scribbles: Path = typer.Option(..., "--scribbles", help="Label volume: 1 foreground, 2 background, 0 none."),
+    output: Path = typer.Option(..., "-o", "--output", help="Refined segmentation (.nii.gz)."),
+    seg: Optional[Path] = typer.Option(None, "--seg", help="Initial segmentation (default: prob > 0.5)."),
+    method: str = typer.Option("idrlse", help="idrlse | graphcut | rnet."),
+    axis: int = typer.Option(2, help="Slice axis."),
+):
+    """Refine every slice that holds scribbles; other slices are copied from the initial segmentation.
+
+    Example: segrefine refine -i case.nii.gz --prob case_prob.nii.gz --scribbles scr.nii.gz -o refined.nii.gz
+    """
+    import numpy as np
+
+    from segrefine import io
+    from segrefine.refine.volume import refine_volume
+
+    vol = io.load(input)
+    p = _load_like(prob, vol, "--prob")
+    s = io.load(scribbles, finite=False)
+    if s.shape != vol.shape:
+        raise InputError(f"--scribbles {scribbles}: shape {s.shape} differs from the image's {vol.shape}")
+    init = _load_like(seg, vol, "--seg") if seg is not None else None
+    out, refined = refine_volume(vol.array, p, np.asarray(s.array), init=init, method=method, axis=axis,
+                                 spacing=vol.spacing)
+    if not str(output).endswith((".nii", ".nii.gz")):
+        raise InputError(f"-o {output}: the output must be a .nii or .nii.gz file")
+    io.check_writable_dir(Path(output).parent)
+    io.save(vol.with_array(out), output, dtype=np.uint8)
+    console.print(f"refined {len(refined)} slices ({', '.join(map(str, refined))}) with {method} -> {output}")
 
 
 @app.command()

@@ -62,11 +62,11 @@ def load_network(path: str | Path, *, arch: str | None = None) -> SegNet:
     return net
 
 
-SHIPPED = {"mgnet": "mgnet_hippocampus.pt", "unet": "unet_hippocampus.pt"}
+SHIPPED = {"mgnet": "mgnet_hippocampus.pt", "unet": "unet_hippocampus.pt", "rnet": "rnet_hippocampus.pt"}
 
 
 def shipped_model(name: str) -> Path:
-    """Path of a model shipped inside the package (``mgnet`` or ``unet``)."""
+    """Path of a model shipped inside the package (``mgnet``, ``unet`` or ``rnet``)."""
     if name not in SHIPPED:
         raise InputError(f"no shipped model named {name!r} (have {', '.join(SHIPPED)})")
     path = Path(str(resources.files("segrefine") / "models" / SHIPPED[name]))

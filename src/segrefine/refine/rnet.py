@@ -1,0 +1,186 @@
+"""R-Net: a DeepIGeoS-style refinement network (Wang et al., TPAMI 2019), our baseline.
+
+A small U-Net (the dropout U-Net backbone, base 16 channels, 4 input channels)
+takes, for one slice, the z-scored image, the CNN's foreground probability and
+the geodesic distance maps of the foreground and background scribbles, and
+predicts the refined segmentation. Geodesic maps use λ = 0.5 and are capped at
+``D_CAP`` pixels and scaled to [0, 1] (an empty scribble set gives 1
+everywhere). Scribbles are then enforced as hard constraints.
+
+Training (:func:`train_rnet`): the shipped MG-Net's predictions on the ``train``
+split, one set of simulated scribbles (:mod:`segrefine.interaction`) on the
+error of every slice where MG-Net is wrong, Dice loss, the same sampler as the
+segmentation networks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segrefine.errors import InputError
+from segrefine.geodesic import geodesic_distance
+from segrefine.nets.segnet import SegNet, unet_config
+
+D_CAP = 20.0
+GEODESIC_LAMB = 0.5
+
+
+def rnet_inputs(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, spacing=None) -> np.ndarray:
+    """The 4 input channels ``(4, H, W)`` float32: image (z-scored), P, geodesic F, geodesic B."""
+    img = np.asarray(image, np.float32)
+    img = (img - img.mean()) / (img.std() + 1e-6)
+    chans = [img, np.asarray(prob, np.float32)]
+    for lab in (1, 2):
+        seeds = scribbles == lab
+        if seeds.any():
+            g = geodesic_distance(img, seeds, spacing=spacing, lamb=GEODESIC_LAMB)
+            chans.append(np.minimum(g, D_CAP).astype(np.float32) / D_CAP)
+        else:
+            chans.append(np.ones(img.shape, np.float32))
+    return np.stack(chans)
+
+
+def rnet_config() -> "object":
+    cfg = unet_config(base=16, dropout=(0.0, 0.1, 0.2, 0.2, 0.2))
+    cfg.arch, cfg.in_channels = "rnet", 4
+    return cfg
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> SegNet:
+    from segrefine.nets.checkpoint import load_network
+
+    return load_network(path, arch="rnet")
+
+
+def rnet_refine(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, spacing=None,
+                model: str | Path | None = None) -> np.ndarray:
+    """Refined bool mask ``(H, W)`` of one slice."""
+    from segrefine.nets.checkpoint import shipped_model
+    from segrefine.preprocess import pad_to_multiple
+    from segrefine.refine.levelset import check_probability, check_scribbles
+
+    prob = check_probability(prob)
+    scr = check_scribbles(scribbles, prob.shape)
+    if np.shape(image) != prob.shape:
+        raise InputError(f"image shape {np.shape(image)} differs from prob shape {prob.shape}")
+    net = _load(str(model or shipped_model("rnet")))
+    x = rnet_inputs(image, prob, scr, spacing=spacing)
+    padded, crop = pad_to_multiple(x, net.multiple)
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(np.ascontiguousarray(padded[None])))
+    mask = logits[0, 0].argmax(0).numpy()[crop[0], crop[1]] > 0
+    mask[scr == 1] = True
+    mask[scr == 2] = False
+    return mask
+
+
+def training_slices(cases, *, axis: int = 2, seed: int = 0, log=print):
+    """(inputs (4, H, W), target (H, W)) for every slice where the shipped MG-Net errs."""
+    from segrefine import io
+    from segrefine.interaction import simulate_scribbles
+    from segrefine.preprocess import to_slices
+    from segrefine.uncertainty import Predictor
+
+    predictor = Predictor("mgnet", axis=axis)
+    xs, ys = [], []
+    for ci, case in enumerate(cases):
+        vol = io.load(case.image)
+        gt = np.asarray(io.load(case.label, finite=False).array) > 0
+        pred = predictor(vol.array)
+        sp = tuple(s for i, s in enumerate(vol.spacing) if i != axis)
+        for k, (img, p, lab, g) in enumerate(zip(to_slices(vol.array, axis), to_slices(pred.prob, axis),
+                                                  to_slices(pred.label, axis), to_slices(gt, axis))):
+            if not (lab > 0).any() and not g.any():
+                continue
+            scr = simulate_scribbles(lab > 0, g, seed=seed + 1000 * ci + k)
+            if not scr.any():
+                continue
+            xs.append(rnet_inputs(img, p, scr, spacing=sp))
+            ys.append(g.astype(np.int64))
+        if log and (ci + 1) % 40 == 0:
+            log(f"  R-Net data: {ci + 1}/{len(cases)} cases, {len(xs)} slices")
+    return xs, ys
+
+
+def train_rnet(train_cases, val_cases, out: Path, *, epochs: int = 10, iterations: int = 100,
+               batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log=print) -> dict:
+    """Train R-Net on simulated interactions and save the checkpoint with the best val Dice."""
+    from segrefine.metrics import dice
+    from segrefine.nets.checkpoint import save_checkpoint
+    from segrefine.nets.train import dice_loss
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    t0 = time.time()
+    xs, ys = training_slices(train_cases, seed=seed, log=log)
+    vx, vy = training_slices(val_cases, seed=seed + 1, log=None)
+    log(f"R-Net: {len(xs)} training slices, {len(vx)} validation slices ({time.time() - t0:.0f} s)")
+    net = SegNet(rnet_config())
+    m = net.multiple
+    ph = -(-max(x.shape[1] for x in xs) // m) * m
+    pw = -(-max(x.shape[2] for x in xs) // m) * m
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-5)
+    total = epochs * iterations
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda it: 0.5 * (1 + math.cos(math.pi * min(it, total) / total)) * 0.95 + 0.05)
+
+    def canvas(x, y):
+        c, h, w = x.shape
+        xb = np.zeros((c, ph, pw), np.float32)
+        xb[2:] = 1.0  # geodesic "far" outside the slice
+        yb = np.zeros((ph, pw), np.int64)
+        oy, ox = int(rng.integers(0, ph - h + 1)), int(rng.integers(0, pw - w + 1))
+        xb[:, oy:oy + h, ox:ox + w] = x
+        yb[oy:oy + h, ox:ox + w] = y
+        if rng.random() < 0.5:
+            xb, yb = xb[:, ::-1], yb[::-1]
+        if rng.random() < 0.5:
+            xb, yb = xb[:, :, ::-1], yb[:, ::-1]
+        return xb, yb
+
+    def val_dice() -> float:
+        net.eval()
+        scores = []
+        with torch.inference_mode():
+            for x, y in zip(vx, vy):
+                from segrefine.preprocess import pad_to_multiple
+
+                padded, crop = pad_to_multiple(x, m)
+                pred = net(torch.from_numpy(np.ascontiguousarray(padded[None])))[0, 0].argmax(0).numpy()
+                scores.append(dice(pred[crop[0], crop[1]] > 0, y > 0))
+        net.train()
+        return float(np.mean(scores))
+
+    history, best = [], -1.0
+    net.train()
+    for epoch in range(epochs):
+        losses = []
+        for _ in range(iterations):
+            idx = rng.integers(len(xs), size=batch_size)
+            pairs = [canvas(xs[i], ys[i]) for i in idx]
+            xb = torch.from_numpy(np.ascontiguousarray(np.stack([p[0] for p in pairs])))
+            yb = torch.from_numpy(np.ascontiguousarray(np.stack([p[1] for p in pairs])))
+            loss = dice_loss(net(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        vd = val_dice()
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_slice_dice": vd,
+                        "seconds": round(time.time() - t0, 1)})
+        log(f"R-Net epoch {epoch + 1}: loss {np.mean(losses):.4f}, val slice Dice {vd:.4f}")
+        if vd > best:
+            best = vd
+            summary = {"train": {"epochs": epochs, "iterations_per_epoch": iterations, "batch_size": batch_size,
+                                 "lr": lr, "seed": seed, "canvas": [ph, pw]},
+                       "history": history, "best_val_slice_dice": best, "train_slices": len(xs)}
+            save_checkpoint(net, out, summary)
+    return summary

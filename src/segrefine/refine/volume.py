@@ -1,0 +1,57 @@
+"""Refinement of a whole volume from a scribble volume: each scribbled slice is refined."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segrefine.errors import InputError
+
+
+def refine_volume(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, init=None,
+                  method: str = "idrlse", axis: int = 2, spacing=None) -> tuple[np.ndarray, list[int]]:
+    """Refine every slice along ``axis`` that holds scribbles; copy the others from ``init``.
+
+    Parameters
+    ----------
+    image, prob, scribbles : (I, J, K) ndarray
+        Intensities, foreground probability in [0, 1], scribbles (0 none, 1 fg, 2 bg).
+    init : (I, J, K) ndarray, optional
+        Initial segmentation (default ``prob > 0.5``).
+
+    Returns
+    -------
+    (uint8 labels (I, J, K), list of refined slice indices)
+    """
+    from segrefine.preprocess import normalise
+    from segrefine.session import REFINE_METHODS, refine_slice
+
+    if method not in REFINE_METHODS:
+        raise InputError(f"--method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
+    if axis not in (0, 1, 2):
+        raise InputError(f"axis must be 0, 1 or 2, got {axis}")
+    prob = np.asarray(prob, np.float32)
+    scribbles = np.asarray(scribbles)
+    for name, arr in (("prob", prob), ("scribbles", scribbles)):
+        if arr.shape != np.shape(image):
+            raise InputError(f"{name} shape {arr.shape} differs from the image's {np.shape(image)}")
+    if not np.isfinite(prob).all():
+        raise InputError("prob holds NaN or inf values")
+    if prob.min() < 0 or prob.max() > 1:
+        raise InputError(f"prob values must lie in [0, 1], got [{prob.min():.3g}, {prob.max():.3g}]")
+    values = np.unique(scribbles)
+    if not set(values.tolist()) <= {0, 1, 2}:
+        raise InputError(f"scribble values must be 0, 1 or 2, got {values.tolist()}")
+    out = (prob > 0.5) if init is None else (np.asarray(init) > 0)
+    out = out.astype(np.uint8)
+    sp = None if spacing is None else tuple(float(s) for i, s in enumerate(spacing) if i != axis)
+    norm = normalise(image)
+    mv = lambda a: np.moveaxis(a, axis, 0)  # noqa: E731
+    refined = []
+    for k in range(image.shape[axis]):
+        scr = mv(scribbles)[k]
+        if not scr.any():
+            continue
+        mask = refine_slice(method, mv(norm)[k], mv(prob)[k], mv(out)[k] > 0, scr.astype(np.uint8), spacing=sp)
+        mv(out)[k] = mask.astype(np.uint8)
+        refined.append(k)
+    return out, refined
