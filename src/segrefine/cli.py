@@ -294,6 +294,31 @@ def simulate(
                   f"{m['user_seconds']:.1f} s user, {m['machine_seconds']:.2f} s machine")
 
 
+@bench_app.command("refine")
+@friendly
+def bench_refine(
+    images: Path = typer.Option(..., "--images"),
+    labels: Path = typer.Option(..., "--labels"),
+    json_out: Path = typer.Option(..., "--json"),
+    split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = all)."),
+    splits: Optional[Path] = typer.Option(None),
+    methods: str = typer.Option("idrlse,graphcut,rnet"),
+    max_slices: int = typer.Option(100),
+    max_cases: Optional[int] = typer.Option(None),
+):
+    """Fig. 4: I-DRLSE, Graph Cut and R-Net on the same mis-segmented slices and scribbles."""
+    from segrefine.bench.refine import run
+    from segrefine.paths import shared_data_dir
+
+    shared = shared_data_dir()
+    fetal = shared / "fetal_stacks" / "images" / "a26_12.nii.gz" if shared else None
+    levelset = shared / "levelset_2d" if shared else None
+    run(images, labels, json_out, split=split or None, splits_file=splits, max_slices=max_slices,
+        max_cases=max_cases, methods=[m.strip() for m in methods.split(",") if m.strip()], fetal=fetal,
+        levelset_dir=levelset, log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text())
+
+
 @bench_app.command("stack")
 @friendly
 def bench_stack(
