@@ -1,0 +1,693 @@
+"""I-DRLSE: the interaction-based distance regularised level set of UGIR.
+
+Refines one 2D slice ``(H, W)`` from the network's foreground probability
+``P``, an initial mask and the user's scribbles (``uint8``: 0 = none,
+1 = foreground, 2 = background). ``spacing`` is the two pixel sizes in the
+slice's axis order (``None`` = 1.0); only their ratio matters, because every
+length below (``epsilon``, ``D``, the time step) is measured in units of the
+*smallest* pixel size, so that the defaults mean the same on any slice.
+
+The energy of Wang et al. (2020), with the level set function φ positive
+inside the object:
+
+.. math::
+
+    E(φ) = α E_r + β E_u + λ E_l + μ E_d
+
+    E_r = \\int |P - c_1|^2 H_ε(φ) + |P - c_2|^2 (1 - H_ε(φ))\\,dx
+
+    E_u = -\\int H_ε(φ) \\log η + (1 - H_ε(φ)) \\log(1 - η)\\,dx
+
+    E_l = \\int δ_ε(φ) |∇φ|\\,dx,  \\qquad  E_d = \\int p(|∇φ|)\\,dx
+
+with ``c1``, ``c2`` the mean of ``P`` inside and outside the contour,
+``p`` the double-well potential of DRLSE (Li et al. 2010) and
+``η = e^{-G_F} / (e^{-G_F} + e^{-G_B})`` the likelihood of foreground derived
+from the scribbles, ``G_F = min(g_F, D)``, ``G_B = min(g_B, D)`` with ``g`` the
+geodesic distance to the foreground / background scribbles
+(:func:`interaction_likelihood`). The evolution is the explicit scheme
+
+.. math::
+
+    φ^{n+1} = φ^n + Δt \\big[ μ\\, \\mathrm{div}(d_p(|∇φ|)∇φ)
+        + δ_ε(φ) \\big( λ\\, \\mathrm{div}\\tfrac{∇φ}{|∇φ|}
+        - α ((P - c_1)^2 - (P - c_2)^2) \\big)
+        + β \\log\\tfrac{η}{1 - η} \\big]
+
+Choices, and where they depart from the paper's text:
+
+- **User term applied everywhere.** The gradient of ``E_u`` carries a factor
+  δ_ε(φ), which confines the scribbles' effect to a band of ±ε around the
+  current contour (and, with the paper's small μ, the contour then barely
+  moves). As in the authors' released code (``drlse_region_interaction``),
+  the force ``β log(η/(1-η))`` is applied at every pixel, so a scribble acts
+  on its whole geodesic neighbourhood ``G < D`` wherever the contour is.
+  Since G ∈ [0, D], ``log(η/(1-η)) = G_B - G_F``; η is clipped to
+  [1e-6, 1 - 1e-6] before the log (this only matters for D > 13.8).
+- **Hard scribbles.** The initial mask is first made to agree with the
+  scribbles (foreground scribbles added, background scribbles removed); φ is
+  its signed distance (positive inside, ±0.5 on the pixels on either side of
+  the boundary). After every iteration φ is set to at least +0.5 on
+  foreground scribbles and at most −0.5 on background ones, so they always end
+  inside / outside.
+- **Smoothed Heaviside and Dirac of Li et al.**, width ``epsilon`` = 1.5:
+  ``δ_ε(x) = (1 + cos(πx/ε)) / 2ε`` and ``H_ε(x) = (1 + x/ε + sin(πx/ε)/π)/2``
+  for ``|x| <= ε`` (0 / 1 outside). ``c1 = Σ P H_ε / Σ H_ε`` and
+  ``c2 = Σ P (1 - H_ε) / Σ (1 - H_ε)``; an empty inside gives ``c1 = 1`` and an
+  empty outside ``c2 = 0``.
+- **Double-well potential** ``p(s) = (1 - cos 2πs) / (2π)^2`` for s <= 1,
+  ``(s - 1)^2 / 2`` above, ``d_p(s) = p'(s) / s`` (``d_p(0) = 1``), the
+  divergence written as ``div((d_p - 1)∇φ) + Δφ`` with a 5-point Laplacian,
+  central differences (``numpy.gradient``) and Li's Neumann border.
+- **Time step** ``dt`` = 1.0, as in the authors' code; it keeps the explicit
+  scheme stable with the paper's weights (``μ dt ≤ 1/4`` and
+  ``λ dt / ε ≤ 1/4``).
+- **Geodesic distances** on the intensity slice (``image``, or ``P`` if no
+  image is given) normalised to zero mean and unit variance, with
+  ``geodesic_lamb`` = 0.5 (:func:`segrefine.geodesic.geodesic_distance`):
+  half spatial, half intensity, so ``D`` = 4 reaches about 5.7 pixels in a
+  flat region and less across edges. (The authors' code used 0.1; 1.0 made
+  foreground scribbles leak along bright rims on the ``levelset_2d`` slices.)
+- **Native resolution** (the authors' code worked on a 64×64 resampling).
+- **Convergence**: the evolution stops when at most ``tol`` (= 5) pixels of the
+  mask ``φ > 0`` differ between two iterations ``window`` (= 10) apart, or
+  after ``max_iter`` (= 200, the paper's) iterations.
+
+:func:`idrlse_numpy` is the update above on the whole grid, written with
+whole-array NumPy operations (the reference and the speed baseline).
+:func:`idrlse` runs the same update as a numba kernel on a *narrow band*: the
+pixels with ``|φ| <= ε + 2``, every pixel within the scribbles' reach
+(``G_F < D`` or ``G_B < D``) and the scribbles, chosen again every ``window``
+iterations. Off the band only the distance term acts, a drift of at most
+``μ dt |Δφ|`` per iteration on pixels at least 2 pixels beyond the Dirac's
+support, far too small to bring them to the zero level; the band's update is
+identical. The two masks agree to Dice > 0.99 (tested on the ``levelset_2d``
+slices: with the default stopping rule they differ by 0 and 3 pixels, after
+200 iterations by 13 and 7).
+
+References
+----------
+.. [1] Wang G, Aertsen M, Deprest J, Ourselin S, Vercauteren T, Zhang S.
+   Uncertainty-guided efficient interactive refinement of fetal brain
+   segmentation from stacks of MRI slices. MICCAI 2020.
+.. [2] Li C, Xu C, Gui C, Fox MD. Distance regularized level set evolution and
+   its application to image segmentation. IEEE TIP 19(12), 2010.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable
+
+import numba
+import numpy as np
+
+from segrefine.errors import InputError
+from segrefine.geodesic import check_spacing, geodesic_distance
+
+__all__ = ["idrlse", "idrlse_numpy", "interaction_likelihood"]
+
+NONE, FOREGROUND, BACKGROUND = 0, 1, 2
+ETA_CLIP = 1e-6
+CONSTRAINT_LEVEL = 0.5  # |φ| forced on scribble pixels
+BAND_MARGIN = 2.0  # numba kernel: band |φ| <= epsilon + BAND_MARGIN, rebuilt every `window`
+
+# ---------------------------------------------------------------------------
+# validation (shared with segrefine.refine.graphcut)
+# ---------------------------------------------------------------------------
+
+
+def check_slice(array, name: str, *, shape=None, min_size: int = 1) -> np.ndarray:
+    """``array`` as a finite float64 ``(H, W)`` array (always a copy).
+
+    ``shape``, if given, is the shape it must have; ``min_size`` the smallest
+    allowed size along each axis.
+    """
+    arr = np.asarray(array)
+    if arr.ndim != 2:
+        raise InputError(f"`{name}` must be a 2D (H, W) slice, got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise InputError(
+            f"`{name}` (shape {arr.shape}) must have the same shape as `prob`/`image` "
+            f"(shape {tuple(shape)})"
+        )
+    if min(arr.shape) < min_size:
+        raise InputError(f"`{name}` must be at least {min_size}x{min_size}, got shape {arr.shape}")
+    if arr.dtype != bool and (not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr)):
+        raise InputError(f"`{name}` must hold real numbers, got dtype {arr.dtype}")
+    out = arr.astype(np.float64)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise InputError(f"`{name}` must be finite, got {int(bad.sum())} NaN/inf values")
+    return out
+
+
+def check_probability(prob, name: str = "prob", *, shape=None, min_size: int = 1) -> np.ndarray:
+    """A finite float64 ``(H, W)`` copy of ``prob`` whose values lie in [0, 1]."""
+    p = check_slice(prob, name, shape=shape, min_size=min_size)
+    lo, hi = float(p.min()), float(p.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(
+            f"`{name}` must be a probability in [0, 1], got values in [{lo:g}, {hi:g}]"
+        )
+    return p
+
+
+def check_scribbles(scribbles, shape, name: str = "scribbles") -> np.ndarray:
+    """``scribbles`` as a ``uint8`` ``(H, W)`` copy holding only 0, 1 and 2."""
+    s = np.asarray(scribbles)
+    if s.shape != tuple(shape):
+        raise InputError(
+            f"`{name}` (shape {s.shape}) must have the same shape as `prob`/`image` "
+            f"(shape {tuple(shape)})"
+        )
+    if s.dtype != bool and (not np.issubdtype(s.dtype, np.number) or np.iscomplexobj(s)):
+        raise InputError(f"`{name}` must hold integer labels 0/1/2, got dtype {s.dtype}")
+    values = np.unique(s)
+    extra = values[~np.isin(values, (NONE, FOREGROUND, BACKGROUND))]
+    if extra.size:
+        shown = ", ".join(f"{v:g}" for v in extra[:5].tolist())
+        raise InputError(
+            f"`{name}` must hold only 0 (none), 1 (foreground) and 2 (background), got {shown}"
+        )
+    return s.astype(np.uint8)
+
+
+def check_mask(mask, shape, name: str) -> np.ndarray:
+    """``mask`` as a boolean ``(H, W)`` copy; it must hold only 0/1 (or bools)."""
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise InputError(
+            f"`{name}` (shape {m.shape}) must have the same shape as `prob`/`image` "
+            f"(shape {tuple(shape)})"
+        )
+    if m.dtype != bool:
+        if not np.issubdtype(m.dtype, np.number) or np.iscomplexobj(m):
+            raise InputError(f"`{name}` must be a binary mask, got dtype {m.dtype}")
+        values = np.unique(m)
+        extra = values[~np.isin(values, (0, 1))]
+        if extra.size:
+            shown = ", ".join(f"{v:g}" for v in extra[:5].tolist())
+            raise InputError(f"`{name}` must be a binary mask holding 0 and 1, got {shown}")
+    return m.astype(bool)
+
+
+def check_number(value, name: str, *, low=None, high=None, low_open=False, integer=False):
+    """``value`` as a float (or int) within ``[low, high]`` (``low_open``: ``> low``)."""
+    kind = "an integer" if integer else "a number"
+    valid = isinstance(value, numbers.Integral if integer else numbers.Real)
+    if not valid or isinstance(value, bool) or not math.isfinite(float(value)):
+        raise InputError(f"`{name}` must be {kind}, got {value!r}")
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and value > high
+    if bad_low or bad_high:
+        parts = []
+        if low is not None:
+            parts.append(f"> {low:g}" if low_open else f">= {low:g}")
+        if high is not None:
+            parts.append(f"<= {high:g}")
+        raise InputError(f"`{name}` must be {kind} {' and '.join(parts)}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def relative_spacing(spacing) -> tuple[float, float]:
+    """The 2D ``spacing`` divided by its smallest entry (``None`` -> (1, 1))."""
+    sp = check_spacing(spacing, 2)
+    m = min(sp)
+    return (sp[0] / m, sp[1] / m)
+
+
+# ---------------------------------------------------------------------------
+# preprocessing: the scribbles' likelihood and the initial level set
+# ---------------------------------------------------------------------------
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    std = float(image.std())
+    centred = image - image.mean()
+    return centred / std if std > 0 else centred
+
+
+def interaction_likelihood(
+    image: np.ndarray,
+    scribbles: np.ndarray,
+    *,
+    spacing=None,
+    D: float = 4.0,
+    geodesic_lamb: float = 0.5,
+) -> np.ndarray:
+    """η, the scribbles' likelihood of foreground (UGIR's user-interaction term).
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        Intensities; normalised here to zero mean and unit variance.
+    scribbles : (H, W) ndarray of uint8
+        0 = none, 1 = foreground (F), 2 = background (B).
+    spacing : pair of float, optional
+        Pixel size per axis; distances are in units of the smallest one.
+    D : float, default 4.0
+        Threshold of the geodesic distances.
+    geodesic_lamb : float, default 0.5
+        λ of :func:`segrefine.geodesic.geodesic_distance`.
+
+    Returns
+    -------
+    (H, W) ndarray of float64
+        :math:`η = e^{-G_F} / (e^{-G_F} + e^{-G_B})` with
+        :math:`G_F = \\min(g_F, D)`, :math:`G_B = \\min(g_B, D)`; ``G = D`` where
+        a scribble set is empty (η = 0.5 everywhere without scribbles). Clipped
+        to [1e-6, 1 - 1e-6].
+    """
+    img = check_slice(image, "image")
+    scr = check_scribbles(scribbles, img.shape)
+    D = check_number(D, "D", low=0.0, low_open=True)
+    geodesic_lamb = check_number(geodesic_lamb, "geodesic_lamb", low=0.0, high=1.0)
+    return _likelihood(img, scr, relative_spacing(spacing), D, geodesic_lamb)
+
+
+def _likelihood(img, scr, rel_spacing, D, geodesic_lamb) -> np.ndarray:
+    norm = _normalise(img)
+    capped = []
+    for label in (FOREGROUND, BACKGROUND):
+        seeds = scr == label
+        if seeds.any():
+            g = geodesic_distance(norm, seeds, spacing=rel_spacing, lamb=geodesic_lamb)
+            capped.append(np.minimum(g.astype(np.float64), D))
+        else:
+            capped.append(np.full(img.shape, D))
+    g_f, g_b = capped
+    eta = 1.0 / (1.0 + np.exp(g_f - g_b))
+    return np.clip(eta, ETA_CLIP, 1.0 - ETA_CLIP)
+
+
+def _signed_distance(mask: np.ndarray, rel_spacing) -> np.ndarray:
+    """Signed distance, positive inside, ±0.5 on the pixels next to the boundary."""
+    if not mask.any() or mask.all():
+        extent = float(np.hypot(mask.shape[0] * rel_spacing[0], mask.shape[1] * rel_spacing[1]))
+        return np.full(mask.shape, extent if mask.all() else -extent)
+    import edt  # 5x faster than scipy.ndimage.distance_transform_edt here
+
+    aniso = tuple(float(s) for s in rel_spacing)
+    inside = edt.edt(mask, anisotropy=aniso, black_border=False, parallel=1)
+    outside = edt.edt(~mask, anisotropy=aniso, black_border=False, parallel=1)
+    return np.where(mask, inside.astype(np.float64) - 0.5, 0.5 - outside.astype(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# the evolution, numba
+# ---------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _grad_at(f, i, j, height, width, ihx, ihy, ihx2, ihy2):
+    """``numpy.gradient`` of ``f`` at (i, j): central inside, one-sided on the border."""
+    if j == 0:
+        gx = (f[i, 1] - f[i, 0]) * ihx
+    elif j == width - 1:
+        gx = (f[i, j] - f[i, j - 1]) * ihx
+    else:
+        gx = (f[i, j + 1] - f[i, j - 1]) * ihx2
+    if i == 0:
+        gy = (f[1, j] - f[0, j]) * ihy
+    elif i == height - 1:
+        gy = (f[i, j] - f[i - 1, j]) * ihy
+    else:
+        gy = (f[i + 1, j] - f[i - 1, j]) * ihy2
+    return gx, gy
+
+@numba.njit(cache=True)
+def _evolve_numba(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_iter, margin,
+                  nx, ny, ux, uy, out, flag):
+    """``n_iter`` iterations on the narrow band chosen from ``phi`` at the call.
+
+    Interior band pixels use flat indices (neighbours at ±1 and ±width); the
+    few on the slice border go through :func:`_grad_at`.
+    """
+    height, width = phi.shape
+    n_pix = height * width
+    two_pi = 2.0 * np.pi
+    ihx2, ihy2 = 0.5 / hx, 0.5 / hy
+    ihx, ihy = 1.0 / hx, 1.0 / hy
+    lx, ly = 1.0 / (hx * hx), 1.0 / (hy * hy)
+    inv2eps = 1.0 / (2.0 * eps)
+    # the band: |φ| <= ε + margin, the scribbles' reach (ℓ != 0) and the scribbles;
+    # the halo adds the 4-neighbours whose gradients the band's update reads.
+    # H_ε is 0 or 1 off the band and those pixels do not move: their sums are fixed.
+    limit = eps + margin
+    n_band = 0
+    out_h = 0.0
+    out_ph = 0.0
+    s_p = 0.0
+    for i in range(height):
+        for j in range(width):
+            p = phi[i, j]
+            s_p += P[i, j]
+            if abs(p) <= limit or ell[i, j] != 0.0 or cons[i, j] != 0:
+                flag[i, j] = 2
+                n_band += 1
+            else:
+                flag[i, j] = 0
+                if p > 0.0:
+                    out_h += 1.0
+                    out_ph += P[i, j]
+    for i in range(height):
+        for j in range(width):
+            if flag[i, j] != 2 and (
+                (i > 0 and flag[i - 1, j] == 2)
+                or (i < height - 1 and flag[i + 1, j] == 2)
+                or (j > 0 and flag[i, j - 1] == 2)
+                or (j < width - 1 and flag[i, j + 1] == 2)
+            ):
+                flag[i, j] = 1
+    n_halo = 0
+    for i in range(height):
+        for j in range(width):
+            if flag[i, j] != 0:
+                n_halo += 1
+    band = np.empty(n_band, np.int64)
+    halo = np.empty(n_halo, np.int64)
+    band_edge = np.empty(n_band, np.bool_)
+    halo_edge = np.empty(n_halo, np.bool_)
+    band_cos = np.empty(n_band)
+    kb = 0
+    kh = 0
+    for i in range(height):
+        for j in range(width):
+            edge = i == 0 or j == 0 or i == height - 1 or j == width - 1
+            if flag[i, j] != 0:
+                halo[kh] = i * width + j
+                halo_edge[kh] = edge
+                kh += 1
+            if flag[i, j] == 2:
+                band[kb] = i * width + j
+                band_edge[kb] = edge
+                kb += 1
+    f = phi.ravel()
+    Pf = P.ravel()
+    ef = ell.ravel()
+    cf = cons.ravel()
+    nxf = nx.ravel()
+    nyf = ny.ravel()
+    uxf = ux.ravel()
+    uyf = uy.ravel()
+    of = out.ravel()
+    w = width
+    for _ in range(n_iter):
+        # Li's Neumann border: copy the values two pixels inside
+        for j in range(width):
+            phi[0, j] = phi[2, j]
+            phi[height - 1, j] = phi[height - 3, j]
+        for i in range(height):
+            phi[i, 0] = phi[i, 2]
+            phi[i, width - 1] = phi[i, width - 3]
+        # c1, c2 with the smoothed Heaviside; keep cos(πφ/ε) = ±sqrt(1 - sin²) for δ_ε
+        s_h = out_h
+        s_ph = out_ph
+        for k in range(n_band):
+            q = band[k]
+            p = f[q]
+            if p > eps:
+                h = 1.0
+            elif p < -eps:
+                h = 0.0
+            else:
+                sn = math.sin(np.pi * p / eps)
+                h = 0.5 * (1.0 + p / eps + sn / np.pi)
+                cs = math.sqrt(max(0.0, 1.0 - sn * sn))
+                band_cos[k] = cs if abs(p) <= 0.5 * eps else -cs
+            s_h += h
+            s_ph += Pf[q] * h
+        c1 = s_ph / s_h if s_h > 0.0 else 1.0
+        c2 = (s_p - s_ph) / (n_pix - s_h) if n_pix - s_h > 0.0 else 0.0
+        # pass 1 (band and halo): ∇φ, ∇φ/|∇φ| and (d_p - 1)∇φ
+        for k in range(n_halo):
+            q = halo[k]
+            if halo_edge[k]:
+                i = q // w
+                j = q - i * w
+                gx, gy = _grad_at(phi, i, j, height, width, ihx, ihy, ihx2, ihy2)
+            else:
+                gx = (f[q + 1] - f[q - 1]) * ihx2
+                gy = (f[q + w] - f[q - w]) * ihy2
+            s = math.sqrt(gx * gx + gy * gy)
+            inv = 1.0 / (s + 1e-10)
+            nxf[q] = gx * inv
+            nyf[q] = gy * inv
+            if s == 0.0:
+                dps = 1.0
+            elif s <= 1.0:
+                dps = math.sin(two_pi * s) / (two_pi * s)
+            else:
+                dps = (s - 1.0) / s
+            uxf[q] = (dps - 1.0) * gx
+            uyf[q] = (dps - 1.0) * gy
+        # pass 2 (band): the update
+        for k in range(n_band):
+            q = band[k]
+            p = f[q]
+            if band_edge[k]:
+                i = q // w
+                j = q - i * w
+                dnx, _ = _grad_at(nx, i, j, height, width, ihx, ihy, ihx2, ihy2)
+                _, dny = _grad_at(ny, i, j, height, width, ihx, ihy, ihx2, ihy2)
+                dux, _ = _grad_at(ux, i, j, height, width, ihx, ihy, ihx2, ihy2)
+                _, duy = _grad_at(uy, i, j, height, width, ihx, ihy, ihx2, ihy2)
+                im = i - 1 if i > 0 else 0
+                ip = i + 1 if i < height - 1 else height - 1
+                jm = j - 1 if j > 0 else 0
+                jp = j + 1 if j < width - 1 else width - 1
+                lap = (phi[i, jp] + phi[i, jm] - 2.0 * p) * lx + (phi[ip, j] + phi[im, j] - 2.0 * p) * ly
+            else:
+                dnx = (nxf[q + 1] - nxf[q - 1]) * ihx2
+                dux = (uxf[q + 1] - uxf[q - 1]) * ihx2
+                dny = (nyf[q + w] - nyf[q - w]) * ihy2
+                duy = (uyf[q + w] - uyf[q - w]) * ihy2
+                lap = (f[q + 1] + f[q - 1] - 2.0 * p) * lx + (f[q + w] + f[q - w] - 2.0 * p) * ly
+            force = mu * (dux + duy + lap) + beta * ef[q]
+            if -eps <= p <= eps:
+                delta = (1.0 + band_cos[k]) * inv2eps
+                pq = Pf[q]
+                region = (pq - c1) * (pq - c1) - (pq - c2) * (pq - c2)
+                force += delta * (lam * (dnx + dny) - alpha * region)
+            v = p + dt * force
+            c = cf[q]
+            if c == 1 and v < 0.5:
+                v = 0.5
+            elif c == 2 and v > -0.5:
+                v = -0.5
+            of[q] = v
+        for k in range(n_band):
+            f[band[k]] = of[band[k]]
+
+
+# ---------------------------------------------------------------------------
+# the evolution, NumPy (reference and speed baseline)
+# ---------------------------------------------------------------------------
+
+
+def _evolve_numpy(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_iter):
+    fg, bg = cons == FOREGROUND, cons == BACKGROUND
+    for _ in range(n_iter):
+        phi[0, :], phi[-1, :] = phi[2, :], phi[-3, :]
+        phi[:, 0], phi[:, -1] = phi[:, 2], phi[:, -3]
+        band = np.abs(phi) <= eps
+        heav = np.where(phi > eps, 1.0, 0.0)
+        heav[band] = 0.5 * (1.0 + phi[band] / eps + np.sin(np.pi * phi[band] / eps) / np.pi)
+        s_h = heav.sum()
+        c1 = (P * heav).sum() / s_h if s_h > 0 else 1.0
+        c2 = (P * (1.0 - heav)).sum() / (phi.size - s_h) if phi.size - s_h > 0 else 0.0
+
+        gy, gx = np.gradient(phi, hy, hx)
+        s = np.sqrt(gx**2 + gy**2)
+        nx, ny = gx / (s + 1e-10), gy / (s + 1e-10)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dps = np.where(s <= 1.0, np.sin(2 * np.pi * s) / (2 * np.pi * s), (s - 1.0) / s)
+        dps[s == 0] = 1.0
+        curvature = np.gradient(nx, hx, axis=1) + np.gradient(ny, hy, axis=0)
+        padded = np.pad(phi, 1, mode="edge")
+        lap = (padded[1:-1, 2:] + padded[1:-1, :-2] - 2 * phi) / hx**2 + (
+            padded[2:, 1:-1] + padded[:-2, 1:-1] - 2 * phi
+        ) / hy**2
+        dist_reg = np.gradient((dps - 1) * gx, hx, axis=1) + np.gradient((dps - 1) * gy, hy, axis=0)
+        dist_reg += lap
+        delta = np.where(band, (1.0 + np.cos(np.pi * phi / eps)) / (2 * eps), 0.0)
+        region = (P - c1) ** 2 - (P - c2) ** 2
+        phi += dt * (mu * dist_reg + delta * (lam * curvature - alpha * region) + beta * ell)
+        phi[fg] = np.maximum(phi[fg], CONSTRAINT_LEVEL)
+        phi[bg] = np.minimum(phi[bg], -CONSTRAINT_LEVEL)
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+
+
+def idrlse(
+    prob: np.ndarray,
+    scribbles: np.ndarray,
+    *,
+    init: np.ndarray | None = None,
+    image: np.ndarray | None = None,
+    spacing=None,
+    alpha: float = 0.1,
+    beta: float = 0.5,
+    lam: float = 0.3,
+    mu: float = 0.005,
+    D: float = 4.0,
+    max_iter: int = 200,
+    dt: float = 1.0,
+    epsilon: float = 1.5,
+    tol: int = 5,
+    window: int = 10,
+    geodesic_lamb: float = 0.5,
+    iter_callback: Callable[[int, np.ndarray], object] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Refine a slice segmentation with I-DRLSE (numba kernel).
+
+    Parameters
+    ----------
+    prob : (H, W) ndarray
+        Foreground probability ``P`` of the network, in [0, 1]; at least 3x3.
+    scribbles : (H, W) ndarray of uint8
+        0 = none, 1 = foreground, 2 = background. Hard constraints.
+    init : (H, W) bool ndarray, optional
+        Initial segmentation; ``None`` = ``prob > 0.5``.
+    image : (H, W) ndarray, optional
+        Intensity slice for the scribbles' geodesic distances; ``None`` = ``prob``.
+    spacing : pair of float, optional
+        Pixel size per axis (``None`` = 1.0); lengths are in units of the
+        smallest one (see the module docstring).
+    alpha, beta, lam, mu : float
+        Weights α (region, on P), β (user interaction), λ (length) and μ
+        (distance regularisation); the paper's values 0.1, 0.5, 0.3, 0.005.
+    D : float, default 4.0
+        Threshold of the geodesic distances (the paper's value).
+    max_iter : int, default 200
+        Largest number of iterations (the paper's).
+    dt : float, default 1.0
+        Time step.
+    epsilon : float, default 1.5
+        Width ε of the smoothed Dirac and Heaviside functions.
+    tol, window : int, default 5 and 10
+        Convergence: stop when at most ``tol`` pixels of the mask differ
+        between iterations ``window`` apart.
+    geodesic_lamb : float, default 0.5
+        λ of the geodesic distance (0 Euclidean, 1 intensity only).
+    iter_callback : callable, optional
+        Called as ``iter_callback(iteration, phi)`` after every iteration with
+        the current level set (a read-only view, valid during the call only);
+        its return value is ignored. For animations; slows the loop (the
+        kernel then returns after every iteration and re-chooses its narrow
+        band each time, which can change the result by a few pixels).
+
+    Returns
+    -------
+    mask : (H, W) ndarray of bool
+        ``φ > 0`` at the end: True on every foreground scribble, False on
+        every background scribble.
+    info : dict
+        ``iterations`` (int), ``converged`` (bool: the stopping rule fired
+        before ``max_iter``), ``seconds`` (float, wall time of the whole call).
+
+    Raises
+    ------
+    InputError
+        On arrays of different shapes, ``prob`` outside [0, 1] or not finite,
+        scribble labels other than 0/1/2, a non-binary ``init``, bad spacing,
+        or out-of-range parameters.
+
+    Notes
+    -----
+    See the module docstring for the energy, the update and every choice.
+    The inputs are never modified.
+    """
+    return _idrlse(
+        prob, scribbles, init=init, image=image, spacing=spacing, alpha=alpha, beta=beta,
+        lam=lam, mu=mu, D=D, max_iter=max_iter, dt=dt, epsilon=epsilon, tol=tol,
+        window=window, geodesic_lamb=geodesic_lamb, iter_callback=iter_callback, backend="numba",
+    )
+
+
+def idrlse_numpy(prob: np.ndarray, scribbles: np.ndarray, **options) -> tuple[np.ndarray, dict]:
+    """:func:`idrlse` with the evolution written in whole-array NumPy.
+
+    Same keyword-only options, result and errors as :func:`idrlse`; the same
+    update, so the masks agree up to floating-point rounding. Kept as the
+    reference implementation and the speed baseline.
+    """
+    unknown = set(options) - set(idrlse.__kwdefaults__)
+    if unknown:
+        raise InputError(f"idrlse_numpy got unknown option(s): {', '.join(sorted(unknown))}")
+    return _idrlse(prob, scribbles, **{**idrlse.__kwdefaults__, **options}, backend="numpy")
+
+
+def _idrlse(prob, scribbles, *, init, image, spacing, alpha, beta, lam, mu, D, max_iter, dt,
+            epsilon, tol, window, geodesic_lamb, iter_callback, backend):
+    t0 = time.perf_counter()
+    P = check_probability(prob, "prob", min_size=3)
+    scr = check_scribbles(scribbles, P.shape)
+    mask0 = P > 0.5 if init is None else check_mask(init, P.shape, "init")
+    img = P if image is None else check_slice(image, "image", shape=P.shape)
+    hy, hx = relative_spacing(spacing)
+    alpha = check_number(alpha, "alpha", low=0.0)
+    beta = check_number(beta, "beta", low=0.0)
+    lam = check_number(lam, "lam", low=0.0)
+    mu = check_number(mu, "mu", low=0.0)
+    D = check_number(D, "D", low=0.0, low_open=True)
+    max_iter = check_number(max_iter, "max_iter", low=0, integer=True)
+    dt = check_number(dt, "dt", low=0.0, low_open=True)
+    epsilon = check_number(epsilon, "epsilon", low=0.0, low_open=True)
+    tol = check_number(tol, "tol", low=0, integer=True)
+    window = check_number(window, "window", low=1, integer=True)
+    geodesic_lamb = check_number(geodesic_lamb, "geodesic_lamb", low=0.0, high=1.0)
+    if iter_callback is not None and not callable(iter_callback):
+        raise InputError(f"`iter_callback` must be callable or None, got {iter_callback!r}")
+
+    fg, bg = scr == FOREGROUND, scr == BACKGROUND
+    start = (mask0 | fg) & ~bg
+    phi = _signed_distance(start, (hy, hx))
+    if fg.any() or bg.any():
+        eta = _likelihood(img, scr, (hy, hx), D, geodesic_lamb)
+        ell = np.log(eta) - np.log1p(-eta)  # = G_B - G_F inside the clip
+    else:
+        ell = np.zeros(P.shape)
+
+    params = (hy, hx, alpha, beta, lam, mu, dt, epsilon)
+    if backend == "numba":
+        work = [np.empty_like(phi) for _ in range(5)]
+        flag = np.empty(phi.shape, np.uint8)
+
+        def advance(n):
+            _evolve_numba(phi, P, ell, scr, *params, n, BAND_MARGIN, *work, flag)
+    else:
+
+        def advance(n):
+            _evolve_numpy(phi, P, ell, scr, *params, n)
+
+    chunk = 1 if iter_callback is not None else window
+    snapshot = phi > 0
+    done, since_check, converged = 0, 0, False
+    while done < max_iter:
+        n = min(chunk, max_iter - done, window - since_check)
+        advance(n)
+        done += n
+        since_check += n
+        if iter_callback is not None:
+            view = phi.view()
+            view.flags.writeable = False
+            iter_callback(done, view)
+        if since_check == window:
+            mask = phi > 0
+            changed = int(np.count_nonzero(mask ^ snapshot))
+            snapshot, since_check = mask, 0
+            if changed <= tol:
+                converged = True
+                break
+    mask = phi > 0
+    # the constraint holds after every iteration; this also covers max_iter = 0
+    mask[fg], mask[bg] = True, False
+    info = {"iterations": done, "converged": converged, "seconds": time.perf_counter() - t0}
+    return mask, info
