@@ -376,6 +376,32 @@ def bench_uncertainty(
     console.print(f"MC dropout / MG-Net time: {data['ratios']}")
 
 
+@app.command()
+@friendly
+def serve(
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder whose images the app may open (default: the shared data)."),
+    workspace: Path = typer.Option(Path("workspace"), "--workspace", help="Where sessions are persisted."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="Port."),
+):
+    """Start the web app (FastAPI + NiiVue viewer) and print the address to open.
+
+    Example: segrefine serve --data-root ../shared/data --port 8000
+    """
+    from segrefine.io import check_writable_dir
+    from segrefine.paths import shared_data_dir
+    from segrefine.server.app import serve as run_server
+
+    if data_root is None:
+        data_root = shared_data_dir()
+    if data_root is not None and not Path(data_root).is_dir():
+        raise InputError(f"--data-root {data_root}: not a folder")
+    check_writable_dir(workspace)
+    console.print(f"segrefine web app: open http://{host}:{port}/  (data root: {data_root}, "
+                  f"sessions in {workspace}; Ctrl+C to stop)")
+    run_server(data_root=Path(data_root) if data_root else None, workspace=workspace, host=host, port=port)
+
+
 def main():  # pragma: no cover
     logging.basicConfig(level=logging.WARNING)
     app()
