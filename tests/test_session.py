@@ -95,3 +95,19 @@ def test_bad_input(tmp_path):
         Session.create(tmp_path / "s", vol)
     with pytest.raises(InputError, match="no session here"):
         Session.open(tmp_path / "nothing")
+
+
+def test_queue_order_survives_reopen_with_external_segmentation(tmp_path):
+    image = np.random.default_rng(0).normal(size=(20, 20, 8)).astype(np.float32)
+    prob = np.zeros((20, 20, 8), np.float32)
+    prob[5:15, 5:15] = 0.8
+    unc = np.zeros_like(prob)
+    unc[5:15, 5:15] = np.linspace(0.01, 0.2, 8)[None, None, :]
+    seg = (prob > 0.5).astype(np.uint8)
+    seg[:, :, 4:] = 0  # the external segmentation disagrees with prob > 0.5
+    s = Session.create(tmp_path / "s", io.Volume(image))
+    s.set_maps(prob, unc, seg)
+    order = list(s.queue.order)
+    s.next_suggestion()
+    s2 = Session.open(tmp_path / "s")
+    assert s2.queue.order == order and s2.queue.position == 1

@@ -158,5 +158,6 @@ class SuggestionQueue:
             self.stopped_early = True
 
     def state(self) -> dict:
-        return {"position": self.position, "budget_slices": self.budget_slices, "streak": self.streak,
+        return {"order": list(self.order), "position": self.position, "budget_slices": self.budget_slices,
+                "streak": self.streak,
                 "stopped_early": self.stopped_early, "done": self.done, "shown": list(self.shown)}

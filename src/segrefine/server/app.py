@@ -1,0 +1,226 @@
+"""The FastAPI app factory and ``serve``: the JSON API under ``/api`` and the NiiVue viewer at ``/``.
+
+    app = make_app(data_root=Path("../shared/data"), workspace=Path("sessions"))
+    serve(data_root=..., workspace=..., host="127.0.0.1", port=8000)
+
+Reliability and security (SPEC section 5): the server binds to 127.0.0.1 by
+default and then only answers requests whose ``Host`` is a loopback name (so a
+web page elsewhere cannot reach it through DNS rebinding); request bodies are
+size limited (uploads to ``max_upload_mb``, JSON to ``max_json_mb``); uploads
+must be NIfTI/NRRD/MHA; server-side paths are resolved under the data root and
+refused outside it; sessions are folders named by random ids (see
+:mod:`segrefine.server.store`); a domain :class:`InputError` answers 400 with its
+message, an unknown session 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+
+from segrefine.errors import InputError
+from segrefine.server.routes import router
+from segrefine.server.store import SessionStore, UnknownSession
+
+log = logging.getLogger(__name__)
+
+#: the repository's ``web/`` folder (viewer sources and, after ``npm ci``, node_modules)
+WEB_DIR = Path(__file__).resolve().parents[3] / "web"
+NIIVUE_DIST = Path("node_modules") / "@niivue" / "niivue" / "dist"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+UPLOAD_PATHS = re.compile(r"^/api/sessions/(upload|[^/]+/maps|[^/]+/scribbles/png)$")
+
+
+class _BodyLimit:
+    """ASGI middleware: answer 413 when a request body is larger than its limit.
+
+    Checks ``Content-Length`` first and counts the streamed bytes too (chunked
+    uploads); uploads get ``upload_limit`` bytes, every other request ``json_limit``.
+    """
+
+    def __init__(self, app, *, upload_limit: int, json_limit: int):
+        self.app, self.upload_limit, self.json_limit = app, upload_limit, json_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.upload_limit if UPLOAD_PATHS.match(scope["path"]) else self.json_limit
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await self._refuse(send, int(length), limit)
+        state = {"received": 0, "over": False, "answered": False}
+
+        async def limited_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit:
+                    state["over"] = True
+                    raise _TooLarge()
+            return message
+
+        async def guarded_send(message):
+            if state["over"]:  # whatever the app answers to the cut body, the answer is 413
+                if not state["answered"]:
+                    state["answered"] = True
+                    await self._refuse(send, state["received"], limit)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _TooLarge:
+            if not state["answered"]:
+                await self._refuse(send, state["received"], limit)
+
+    @staticmethod
+    async def _refuse(send, size: int, limit: int) -> None:
+        body = json.dumps({"detail": f"request body of {size} bytes or more is larger than the "
+                                     f"limit of {limit} bytes ({limit / 2**20:.0f} MB)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _HostCheck:
+    """ASGI middleware: refuse requests whose ``Host`` header is not one of ``hosts``."""
+
+    def __init__(self, app, *, hosts: list[str]):
+        self.app, self.hosts = app, {h.lower() for h in hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in self.hosts:
+                body = b'{"detail": "unexpected Host header"}'
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _validation_message(errors) -> str:
+    parts = []
+    for e in errors:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "request"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts[:5]) + (f" (and {len(parts) - 5} more)" if len(parts) > 5 else "")
+
+
+def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 256,
+             max_json_mb: float = 16, max_voxels: int = 512 * 512 * 1024,
+             max_open_sessions: int = 16, web_dir: Path | None = None,
+             allowed_hosts: list[str] | None = None) -> FastAPI:
+    """Build the app.
+
+    Parameters
+    ----------
+    data_root : Path or None
+        Folder whose images may be opened by relative path (read only); None = uploads only.
+    workspace : Path
+        Folder of the persisted sessions (created if needed).
+    max_upload_mb, max_json_mb : float
+        Largest request body of an upload / of any other request.
+    max_voxels : int
+        Largest image accepted (read from the header before loading).
+    max_open_sessions : int
+        Sessions kept open in memory; others reopen from disk on their next request.
+    web_dir : Path or None
+        The viewer's folder (``viewer/`` sources, ``node_modules/`` from ``npm ci``);
+        default: the repository's ``web/``.
+    allowed_hosts : list of str or None
+        Host names the server answers to (None: any); :func:`serve` sets the loopback names.
+    """
+    if data_root is not None:
+        data_root = Path(data_root).resolve()
+        if not data_root.is_dir():
+            raise InputError(f"{data_root}: data root is not a folder")
+    web_dir = Path(web_dir) if web_dir is not None else WEB_DIR
+
+    app = FastAPI(title="segrefine", version="0.1.0",
+                  description="Uncertainty-guided interactive refinement of 3D segmentations")
+    app.state.store = SessionStore(Path(workspace), max_open=max_open_sessions)
+    app.state.data_root = data_root
+    app.state.max_voxels = int(max_voxels)
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(UnknownSession)
+    async def _unknown(request: Request, exc: UnknownSession):
+        return JSONResponse({"detail": f"no session with id {str(exc)[:64]!r}"}, status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_message(exc.errors())}, status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_value(request: Request, exc: ValidationError):
+        return JSONResponse({"detail": _validation_message(exc.errors())}, status_code=422)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    app.include_router(router, prefix="/api")
+
+    # ------------------------------------------------------------------ the viewer
+    viewer = web_dir / "viewer"
+    niivue = web_dir / NIIVUE_DIST
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(viewer / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/viewer", StaticFiles(directory=viewer, check_dir=False), name="viewer")
+    if niivue.is_dir():
+        app.mount("/vendor/niivue", StaticFiles(directory=niivue), name="niivue")
+    else:
+        log.warning("%s is missing: run `npm ci` in %s for the viewer", niivue, web_dir)
+
+        @app.get("/vendor/niivue/{rest:path}", include_in_schema=False)
+        def _no_niivue(rest: str):
+            return JSONResponse({"detail": f"NiiVue is not installed: run `npm ci` in {web_dir}"},
+                                status_code=404)
+
+    app.add_middleware(_BodyLimit, upload_limit=int(max_upload_mb * 2**20),
+                       json_limit=int(max_json_mb * 2**20))
+    if allowed_hosts is not None:
+        app.add_middleware(_HostCheck, hosts=list(allowed_hosts))
+    return app
+
+
+def serve(*, data_root: Path | None, workspace: Path, host: str = "127.0.0.1",
+          port: int = 8000) -> None:
+    """Run the app with uvicorn until interrupted (``segrefine serve``)."""
+    import uvicorn
+
+    loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
+    if not loopback:
+        log.warning("serving on %s: the API has no authentication; anyone who reaches this "
+                    "address can read and change the sessions", host)
+    app = make_app(data_root=data_root, workspace=workspace,
+                   allowed_hosts=[*LOOPBACK_HOSTS, host] if loopback else None)
+    uvicorn.run(app, host=host, port=port, log_level="info")

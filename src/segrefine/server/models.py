@@ -1,0 +1,174 @@
+"""Pydantic models of the HTTP API: every request body and every JSON answer.
+
+Slice arrays travel as ``base64`` of ``uint8`` bytes in C order with their
+``shape`` ``(rows, cols)``: the slice ``index`` along file axis ``axis`` of the
+volume indexed ``(i, j, k)`` in the file's own voxel order, i.e. the array
+``numpy.moveaxis(volume, axis, 0)[index]`` (rows follow the lower remaining axis).
+Points are ``[row, col]`` pixels of that slice.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Axis = Literal[0, 1, 2]
+Method = Literal["idrlse", "graphcut", "rnet"]
+
+#: the most points one scribble request may carry (a 1024x1024 slice, fully painted)
+MAX_POINTS = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionOptions(_Strict):
+    """How a new session ranks and refines: slice ``axis``, refinement ``method``,
+    and the budget M' (fraction of the slices the user is asked to check)."""
+
+    axis: Axis = 2
+    method: Method = "idrlse"
+    budget: float = Field(0.6, gt=0, le=1)
+
+
+class CreateFromPath(SessionOptions):
+    """A session on a file under the server's data root (``path`` is relative to it)."""
+
+    path: str = Field(..., min_length=1, max_length=1024,
+                      description="image path relative to the data root, e.g. 'hippocampus/imagesTr/x.nii.gz'")
+
+
+class MapsFromPath(_Strict):
+    """Another model's maps, as files under the data root (same grid as the image)."""
+
+    prob: str = Field(..., min_length=1, max_length=1024)
+    uncertainty: str = Field(..., min_length=1, max_length=1024)
+    segmentation: str | None = Field(None, min_length=1, max_length=1024)
+
+
+class ScribbleRequest(_Strict):
+    """Pixels ``[row, col]`` of slice ``index`` along ``axis`` (None = the session axis) to mark
+    with ``label`` (1 foreground, 2 background, 0 erase); ``radius`` thickens the stroke; with
+    ``refine`` the slice is refined right after (one round trip on pen-up)."""
+
+    index: int = Field(..., ge=0)
+    axis: Axis | None = None
+    label: Literal[0, 1, 2]
+    points: list[tuple[int, int]] = Field(..., min_length=1, max_length=MAX_POINTS)
+    radius: int = Field(0, ge=0, le=16)
+    refine: bool = False
+    method: Method | None = None
+
+
+class RefineRequest(_Strict):
+    index: int = Field(..., ge=0)
+    axis: Axis | None = None
+    method: Method | None = None
+
+
+class AcceptRequest(_Strict):
+    """Mark slice ``index`` (session axis) as checked; ``needed_refinement`` feeds the early stop."""
+
+    index: int = Field(..., ge=0)
+    needed_refinement: bool | None = None
+
+
+class ReportRequest(_Strict):
+    needed_refinement: bool
+
+
+class ChangeOut(BaseModel):
+    """What an action changed: bbox = (row0, row1, col0, col1), half-open, in slice pixels."""
+
+    kind: str
+    axis: int | None = None
+    index: int | None = None
+    bbox: tuple[int, int, int, int] | None = None
+    seconds: float = 0.0
+
+
+class SliceOut(BaseModel):
+    axis: int
+    index: int
+    shape: tuple[int, int]
+    encoding: Literal["base64-uint8-C"] = "base64-uint8-C"
+    mask: str
+    scribbles: str
+
+
+class QueueOut(BaseModel):
+    position: int
+    budget_slices: int
+    streak: int
+    stopped_early: bool
+    done: bool
+    shown: list[int]
+
+
+class StatusOut(BaseModel):
+    id: str
+    name: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    affine: list[list[float]]
+    axis: int
+    method: str
+    budget: float
+    has_maps: bool
+    accepted: list[int]
+    can_undo: bool
+    can_redo: bool
+    queue: QueueOut | None = None
+
+
+class ActionOut(BaseModel):
+    """The answer to every editing verb: the changes, the slice as it is now, the new status."""
+
+    changes: list[ChangeOut]
+    slice: SliceOut | None = None
+    status: StatusOut
+
+
+class SliceScore(BaseModel):
+    index: int
+    nu: float
+    nu_naive: float
+    area: int
+    in_budget: bool
+
+
+class SuggestionsOut(BaseModel):
+    axis: int
+    budget: float
+    budget_slices: int
+    zeta: float
+    order: str
+    slices: list[SliceScore]
+    queue: QueueOut
+    accepted: list[int]
+
+
+class NextOut(BaseModel):
+    """The next suggested slice, or ``index`` None when the budget is used or the queue stopped."""
+
+    index: int | None
+    queue: QueueOut
+
+
+class SessionSummary(BaseModel):
+    id: str
+    name: str
+    shape: tuple[int, int, int]
+    created: float
+    updated: float
+
+
+class FileEntry(BaseModel):
+    path: str
+    size: int
+
+
+class ErrorOut(BaseModel):
+    detail: str

@@ -1,0 +1,160 @@
+"""Sessions on disk, opened lazily, one lock each.
+
+A session lives in ``<workspace>/<id>/`` where ``id`` comes from
+:func:`secrets.token_urlsafe` and must match :data:`ID_PATTERN` before it is
+ever joined to a path, so a request cannot name a folder outside the workspace.
+:class:`Session` persists itself after every change; the store only caches open
+sessions (least recently used first out) and serialises the requests on one
+session with its lock, so a server restart or an eviction loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import shutil
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from segrefine import io
+from segrefine.session import Session
+
+log = logging.getLogger(__name__)
+
+#: what :func:`new_id` produces (22 url-safe characters); nothing else is a session id
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+class UnknownSession(LookupError):
+    """No session with this id (or a string that is not a session id at all)."""
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def valid_id(session_id: str) -> bool:
+    return bool(ID_PATTERN.fullmatch(session_id))
+
+
+class SessionStore:
+    """Open sessions of ``workspace`` by id, at most ``max_open`` kept in memory.
+
+    Parameters
+    ----------
+    workspace : Path
+        Folder holding one sub-folder per session (created if needed).
+    max_open : int
+        Open sessions cached; the least recently used idle one is closed past that
+        (it is on disk, so it reopens on the next request).
+    """
+
+    def __init__(self, workspace: Path, *, max_open: int = 16):
+        self.workspace = io.check_writable_dir(workspace).resolve()
+        self.max_open = max_open
+        self._guard = threading.Lock()  # protects the two dicts below
+        self._locks: dict[str, threading.Lock] = {}
+        self._open: OrderedDict[str, Session] = OrderedDict()
+
+    # ------------------------------------------------------------------ paths
+    def folder(self, session_id: str) -> Path:
+        """The folder of ``session_id``; raises :class:`UnknownSession` for a malformed id."""
+        if not isinstance(session_id, str) or not valid_id(session_id):
+            raise UnknownSession(session_id)
+        folder = self.workspace / session_id
+        if folder.parent != self.workspace:  # cannot happen with ID_PATTERN; checked anyway
+            raise UnknownSession(session_id)
+        return folder
+
+    def exists(self, session_id: str) -> bool:
+        try:
+            return (self.folder(session_id) / "meta.json").is_file()
+        except UnknownSession:
+            return False
+
+    def scratch(self) -> Path:
+        """A private temporary folder inside the workspace (for uploads and exports)."""
+        root = self.workspace / ".tmp"
+        root.mkdir(exist_ok=True)
+        path = root / secrets.token_hex(8)
+        path.mkdir()
+        return path
+
+    # ------------------------------------------------------------------ access
+    def _lock(self, session_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(session_id, threading.Lock())
+
+    @contextmanager
+    def use(self, session_id: str) -> Iterator[Session]:
+        """Hold ``session_id``'s lock and yield its open :class:`Session`."""
+        folder = self.folder(session_id)
+        if not (folder / "meta.json").is_file():
+            raise UnknownSession(session_id)
+        lock = self._lock(session_id)
+        with lock:
+            with self._guard:
+                session = self._open.get(session_id)
+                if session is not None:
+                    self._open.move_to_end(session_id)
+            if session is None:
+                session = Session.open(folder)
+                with self._guard:
+                    self._open[session_id] = session
+                log.info("reopened session %s from disk", session_id)
+            yield session
+        self._evict()
+
+    def create(self, image, *, axis: int, method: str, budget: float) -> tuple[str, Session]:
+        """A new session on ``image`` (path or Volume) in a fresh random folder."""
+        for _ in range(8):
+            session_id = new_id()
+            folder = self.folder(session_id)
+            if not folder.exists():
+                break
+        else:  # pragma: no cover - 2^128 ids
+            raise RuntimeError("could not draw a fresh session id")
+        try:
+            session = Session.create(folder, image, axis=axis, method=method, budget=budget)
+        except BaseException:
+            if folder.exists() and folder.parent == self.workspace:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self._guard:
+            self._open[session_id] = session
+        self._evict()
+        return session_id, session
+
+    def _evict(self) -> None:
+        with self._guard:
+            extra = len(self._open) - self.max_open
+            for session_id in list(self._open)[: max(extra, 0)]:
+                lock = self._locks[session_id]
+                if lock.acquire(blocking=False):  # never close a session in use
+                    try:
+                        del self._open[session_id]
+                    finally:
+                        lock.release()
+
+    # ------------------------------------------------------------------ listing
+    def summaries(self) -> list[dict]:
+        """Persisted sessions, most recently changed first."""
+        out = []
+        for folder in self.workspace.iterdir():
+            if not (folder.is_dir() and valid_id(folder.name)):
+                continue
+            meta_path, state_path = folder / "meta.json", folder / "state.npz"
+            try:
+                meta = json.loads(meta_path.read_text())
+                updated = state_path.stat().st_mtime
+            except (OSError, ValueError):
+                continue  # half-written or foreign folder: not a session
+            out.append({"id": folder.name, "name": str(meta.get("name", "")),
+                        "shape": tuple(meta["shape"]), "created": float(meta.get("created", 0.0)),
+                        "updated": updated})
+        return sorted(out, key=lambda s: -s["updated"])

@@ -1,0 +1,18 @@
+"""The viewer's file <-> NiiVue voxel-order maths (web/viewer/geometry.js), run by node."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+WEB = Path(__file__).resolve().parents[1] / "web"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_geometry_matches_niivue_reordering():
+    proc = subprocess.run(["node", "--test", "viewer/"], cwd=WEB, capture_output=True, text=True,
+                          check=False,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "# pass 1" in proc.stdout and "# fail 0" in proc.stdout

@@ -1,0 +1,659 @@
+// segrefine viewer: NiiVue shows the image, the uncertainty heat map (an overlay
+// volume) and the mask + scribbles (NiiVue's drawing bitmap, in its RAS voxel
+// order); the strokes are captured on a transparent canvas above NiiVue's, mapped
+// to file voxels (i, j, k) with NiiVue's canvas->fraction helper and geometry.js,
+// and sent to the server on pen-up, which scribbles, refines and answers the slice.
+
+import * as api from "./api.js";
+import { Geometry } from "./geometry.js";
+
+const $ = (id) => document.getElementById(id);
+
+function say(text, isError = false) {
+  const el = $("message");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+let niivue;
+try {
+  niivue = await import("/vendor/niivue/index.js");
+} catch (err) {
+  say("NiiVue is not installed on this server: run `npm ci` in web/ and restart.", true);
+  throw err;
+}
+const { Niivue, SLICE_TYPE } = niivue;
+
+// Everything drawn over the image lives in NiiVue's drawing bitmap (one byte per
+// voxel, RAS order), coloured by a 256-entry table. NiiVue composites overlay
+// volumes above the drawing, so a heat-map overlay would tint the scribbles and
+// re-uploading overlay volumes costs ~40 ms; a single drawing keeps the layers in
+// the right order and a refined slice redraws in well under a millisecond.
+const V = { none: 0, fg: 1, bg: 2, outline: 3, out0: 4, in0: 128, levels: 124 };
+
+function heat(t) { // uncertainty colour and opacity, t in [0, 1]
+  return [255, Math.round(40 + 215 * t), Math.round(60 * t * t), t < 0.04 ? 0 : Math.round(60 + 150 * t)];
+}
+
+function over(top, bottom) { // "top over bottom", straight alpha, 0..255
+  const at = top[3] / 255;
+  const ab = bottom[3] / 255;
+  const a = at + ab * (1 - at);
+  if (a === 0) return [0, 0, 0, 0];
+  const mix = (i) => Math.round((top[i] * at + bottom[i] * ab * (1 - at)) / a);
+  return [mix(0), mix(1), mix(2), Math.round(255 * a)];
+}
+
+function makeDrawLut() {
+  const R = [], G = [], B = [], A = [], I = [], labels = [];
+  const put = (v, rgba, label) => {
+    R.push(rgba[0]); G.push(rgba[1]); B.push(rgba[2]); A.push(rgba[3]); I.push(v); labels.push(label);
+  };
+  put(V.none, [0, 0, 0, 0], "");
+  put(V.fg, [40, 230, 60, 255], "foreground scribble");
+  put(V.bg, [30, 150, 255, 255], "background scribble");
+  put(V.outline, [255, 60, 60, 255], "mask outline");
+  const fill = [255, 60, 60, 60];
+  for (let L = 0; L < V.levels; L++) {
+    const h = heat(L / (V.levels - 1));
+    put(V.out0 + L, h, `uncertainty ${L}`);
+    put(V.in0 + L, over(h, fill), `mask, uncertainty ${L}`);
+  }
+  return { R, G, B, A, I, labels };
+}
+const DRAW_LUT = makeDrawLut();
+const TOOLS = { navigate: null, fg: 1, bg: 2, erase: 0 };
+const INK = { fg: "rgba(40,230,60,0.9)", bg: "rgba(30,150,255,0.9)", erase: "rgba(255,255,255,0.8)" };
+
+const S = {
+  sid: null,
+  status: null,
+  sugg: null,
+  geom: null,
+  mask: null, // Uint8Array, file order (i fastest)
+  scr: null,
+  ulev: null, // uncertainty quantised to 0..V.levels-1, file order
+  umax: 0,
+  tool: "fg",
+  radius: 1,
+  showUnc: true,
+  showMask: true,
+  edited: new Set(),
+  chain: Promise.resolve(), // server requests run one after the other
+  pending: 0,
+  timings: [], // pen-up -> refined overlay drawn, ms
+  ready: false,
+};
+
+const glCanvas = $("gl");
+const ink = $("ink");
+const nv = new Niivue({
+  backColor: [0.07, 0.07, 0.09, 1],
+  crosshairColor: [1, 0.85, 0, 0.35],
+  crosshairWidth: 0.5,
+  isNearestInterpolation: true,
+  dragAndDropEnabled: false,
+  viewModeHotKey: "",
+  clipPlaneHotKey: "",
+  cycleClipPlaneHotKey: "",
+  logLevel: "warn",
+  show3Dcrosshair: false,
+  isOrientationTextVisible: true,
+});
+await nv.attachToCanvas(glCanvas);
+nv.setDrawOpacity(1);
+nv.onLocationChange = () => renderSliceInfo();
+
+// exposed for tests and for a person at the console
+window.segrefine = { nv, S, Geometry, goToSlice, currentIndex, canvasToFile };
+
+// ------------------------------------------------------------------ geometry helpers
+function currentIndex() {
+  if (!S.geom) return 0;
+  return S.geom.fracToFile(nv.scene.crosshairPos)[S.status.axis];
+}
+
+function goToSlice(k) {
+  if (!S.geom) return;
+  const axis = S.status.axis;
+  const n = S.geom.dimsFile[axis];
+  k = Math.max(0, Math.min(n - 1, k));
+  const f = S.geom.fracToFile(nv.scene.crosshairPos);
+  f[axis] = k;
+  nv.scene.crosshairPos = S.geom.fileToFrac(f);
+  nv.createOnLocationChange();
+  nv.drawScene();
+  renderSliceInfo();
+  renderQueue();
+}
+
+/** CSS pixel (relative to the canvas) -> file voxel [i, j, k], or null off the slice */
+function canvasToFile(x, y) {
+  const dpr = nv.uiData.dpr || window.devicePixelRatio || 1;
+  const frac = nv.canvasPos2frac([x * dpr, y * dpr]);
+  if (!frac || frac[0] < 0) return null;
+  return S.geom.fracToFile(frac);
+}
+
+function planeSliceType(axis) {
+  const p = S.geom.rasAxisOf[axis]; // file slices along `axis` are NiiVue's planes normal to RAS axis p
+  return [SLICE_TYPE.SAGITTAL, SLICE_TYPE.CORONAL, SLICE_TYPE.AXIAL][p];
+}
+
+// ------------------------------------------------------------------ mask + scribbles in the drawing
+/** rewrite slice `index` along `axis` of the drawing bitmap from S.mask / S.scr / S.ulev */
+function paintSlice(axis, index) {
+  const g = S.geom;
+  const bmp = nv.drawBitmap;
+  if (!bmp) return;
+  const [ar, ac] = g.sliceAxes(axis);
+  const h = g.dimsFile[ar];
+  const w = g.dimsFile[ac];
+  const fs = g.fileStride;
+  const rs = g.rasStrideOf;
+  const f0 = index * fs[axis];
+  const r0 = g.rasOffset + index * rs[axis];
+  const m = S.mask;
+  const showMask = S.showMask;
+  const ulev = S.showUnc && S.ulev ? S.ulev : null;
+  for (let r = 0; r < h; r++) {
+    for (let c = 0; c < w; c++) {
+      const fi = f0 + r * fs[ar] + c * fs[ac];
+      const s = S.scr[fi];
+      let v;
+      if (s === 1) v = V.fg;
+      else if (s === 2) v = V.bg;
+      else {
+        const L = ulev ? ulev[fi] : 0;
+        if (showMask && m[fi]) {
+          const edge = r === 0 || c === 0 || r === h - 1 || c === w - 1 ||
+            !m[fi - fs[ar]] || !m[fi + fs[ar]] || !m[fi - fs[ac]] || !m[fi + fs[ac]];
+          v = edge ? V.outline : V.in0 + L;
+        } else {
+          v = L ? V.out0 + L : V.none;
+        }
+      }
+      bmp[r0 + r * rs[ar] + c * rs[ac]] = v;
+    }
+  }
+}
+
+function sliceHasScribbles(index) {
+  const g = S.geom;
+  const axis = S.status.axis;
+  const [ar, ac] = g.sliceAxes(axis);
+  const fs = g.fileStride;
+  for (let r = 0; r < g.dimsFile[ar]; r++) {
+    for (let c = 0; c < g.dimsFile[ac]; c++) {
+      if (S.scr[index * fs[axis] + r * fs[ar] + c * fs[ac]]) return true;
+    }
+  }
+  return false;
+}
+
+function paintAll() {
+  const axis = S.status.axis;
+  for (let k = 0; k < S.geom.dimsFile[axis]; k++) paintSlice(axis, k);
+  nv.refreshDrawing(true);
+}
+
+/** copy a SliceOut answer into S.mask / S.scr and the drawing */
+function applySlice(sl) {
+  const g = S.geom;
+  const mask = api.decodeBase64(sl.mask);
+  const scr = api.decodeBase64(sl.scribbles);
+  const [ar, ac] = g.sliceAxes(sl.axis);
+  const [h, w] = sl.shape;
+  const fs = g.fileStride;
+  const f0 = sl.index * fs[sl.axis];
+  for (let r = 0; r < h; r++) {
+    for (let c = 0; c < w; c++) {
+      const fi = f0 + r * fs[ar] + c * fs[ac];
+      S.mask[fi] = mask[r * w + c];
+      S.scr[fi] = scr[r * w + c];
+    }
+  }
+  if (sl.axis === S.status.axis) {
+    paintSlice(sl.axis, sl.index);
+  } else { // a slice along another axis crosses every session-axis slice
+    for (let k = 0; k < g.dimsFile[S.status.axis]; k++) paintSlice(S.status.axis, k);
+  }
+}
+
+// ------------------------------------------------------------------ panel
+function renderSliceInfo() {
+  if (!S.status) return;
+  const n = S.status.shape[S.status.axis];
+  const k = currentIndex();
+  const acc = S.status.accepted.includes(k) ? " · accepted" : "";
+  $("slice-info").textContent = `slice ${k} / ${n - 1} (axis ${S.status.axis})${acc}`;
+  document.querySelectorAll("#queue-list li").forEach((li) => {
+    li.classList.toggle("current", Number(li.dataset.index) === k);
+  });
+}
+
+function renderStatus() {
+  const st = S.status;
+  $("case-name").textContent = `${st.name} · ${st.shape.join("×")} · ${st.method}`;
+  $("undo").disabled = !st.can_undo;
+  $("redo").disabled = !st.can_redo;
+  $("download").href = api.routes.download(S.sid);
+  $("predict-box").hidden = st.has_maps;
+  renderSliceInfo();
+}
+
+function renderQueue() {
+  const list = $("queue-list");
+  if (!S.sugg || !S.status) {
+    list.replaceChildren();
+    return;
+  }
+  const q = S.status.queue || S.sugg.queue;
+  const accepted = new Set(S.status.accepted);
+  const shown = new Set(q.shown);
+  const nuMax = Math.max(1e-12, ...S.sugg.slices.map((s) => s.nu));
+  const k = currentIndex();
+  $("budget").textContent =
+    `budget M' = ${S.sugg.budget} → ${S.sugg.budget_slices} of ${S.sugg.slices.length} slices`;
+  const done = S.sugg.slices.filter((s) => s.in_budget && accepted.has(s.index)).length;
+  $("progress").max = S.sugg.budget_slices;
+  $("progress").value = done;
+  $("progress-text").textContent = `${done} / ${S.sugg.budget_slices} checked · ${q.shown.length} suggested`;
+  let stop = `early stop: ${q.streak} / 3 slices in a row needed no refinement`;
+  if (q.stopped_early) stop = "stopped early: 3 suggested slices in a row needed no refinement";
+  else if (q.done) stop = "budget used: every suggested slice was shown";
+  $("early-stop").textContent = stop;
+  $("early-stop").classList.toggle("stopped", q.stopped_early || q.done);
+  const items = S.sugg.slices.map((s, rank) => {
+    const li = document.createElement("li");
+    li.dataset.index = s.index;
+    li.classList.toggle("out", !s.in_budget);
+    li.classList.toggle("accepted", accepted.has(s.index));
+    li.classList.toggle("shown", shown.has(s.index));
+    li.classList.toggle("current", s.index === k);
+    li.title = `slice ${s.index}: ν = ${s.nu.toFixed(4)}, ν* = ${s.nu_naive.toFixed(2)}, area ${s.area}`;
+    const label = document.createElement("span");
+    label.className = "idx";
+    label.textContent = `${rank + 1}. #${s.index}`;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${(100 * s.nu) / nuMax}%`;
+    bar.append(fill);
+    const val = document.createElement("span");
+    val.className = "nu";
+    val.textContent = s.nu.toFixed(3);
+    const mark = document.createElement("span");
+    mark.className = "mark";
+    mark.textContent = accepted.has(s.index) ? "✓" : shown.has(s.index) ? "•" : "";
+    li.append(label, bar, val, mark);
+    li.addEventListener("click", () => goToSlice(s.index));
+    return li;
+  });
+  list.replaceChildren(...items);
+}
+
+function setTool(name) {
+  S.tool = name;
+  document.querySelectorAll("[data-tool]").forEach((b) => b.classList.toggle("active", b.dataset.tool === name));
+  ink.style.pointerEvents = name === "navigate" ? "none" : "auto";
+  ink.style.cursor = name === "navigate" ? "default" : "crosshair";
+}
+
+function setUncertainty(show) {
+  S.showUnc = show;
+  $("show-unc").checked = show;
+  if (S.geom) paintAll();
+}
+
+function setMaskShown(show) {
+  S.showMask = show;
+  $("show-mask").checked = show;
+  if (S.geom) paintAll();
+}
+
+// ------------------------------------------------------------------ server calls (serialised)
+function enqueue(task) {
+  S.pending++;
+  const run = S.chain.then(task).catch((err) => {
+    console.error(err);
+    say(err.detail ?? String(err), true);
+  }).finally(() => {
+    S.pending--;
+  });
+  S.chain = run;
+  return run;
+}
+
+async function afterAction(out, { follow = false } = {}) {
+  S.status = out.status;
+  if (out.slice) {
+    applySlice(out.slice);
+    if (follow && out.slice.axis === S.status.axis && out.slice.index !== currentIndex()) {
+      goToSlice(out.slice.index);
+    }
+  }
+  nv.refreshDrawing(true);
+  renderStatus();
+  renderQueue();
+}
+
+function nextFrame() {
+  return new Promise((resolve) => requestAnimationFrame(() => resolve()));
+}
+
+// ------------------------------------------------------------------ opening a session
+async function refreshLists() {
+  const [sessions, files] = await Promise.all([api.getJSON(api.routes.sessions()), api.getJSON(api.routes.files())]);
+  const ss = $("session-select");
+  ss.replaceChildren(...sessions.map((s) => {
+    const o = document.createElement("option");
+    o.value = s.id;
+    o.textContent = `${s.name} (${new Date(s.updated * 1000).toLocaleString()})`;
+    return o;
+  }));
+  if (S.sid) ss.value = S.sid;
+  const fs = $("file-select");
+  fs.replaceChildren(...files.map((f) => {
+    const o = document.createElement("option");
+    o.value = f.path;
+    o.textContent = f.path;
+    return o;
+  }));
+}
+
+async function openSession(sid) {
+  S.ready = false;
+  say("opening…");
+  S.sid = sid;
+  history.replaceState(null, "", `#session=${encodeURIComponent(sid)}`);
+  S.status = await api.getJSON(api.routes.session(sid));
+  S.edited = new Set();
+  renderStatus();
+  await nv.loadVolumes([{ url: api.routes.volume(sid, "image.nii.gz"), name: "image.nii.gz" }]);
+  S.geom = new Geometry(nv.volumes[0]);
+  const shape = S.status.shape;
+  if (S.geom.dimsFile.some((d, a) => d !== shape[a])) {
+    throw new Error(`NiiVue read a ${S.geom.dimsFile.join("x")} image, the session has ${shape.join("x")}`);
+  }
+  const [mask, scr, unc] = await Promise.all([
+    api.getBytes(api.routes.array(sid, "mask")),
+    api.getBytes(api.routes.array(sid, "scribbles")),
+    S.status.has_maps ? api.getBytes(api.routes.array(sid, "uncertainty")) : null,
+  ]);
+  S.mask = mask;
+  S.scr = scr;
+  S.ulev = null;
+  S.umax = 0;
+  if (unc) {
+    const u = new Float32Array(unc.buffer, unc.byteOffset, unc.byteLength / 4);
+    let umax = 0;
+    for (let i = 0; i < u.length; i++) if (u[i] > umax) umax = u[i];
+    const ulev = new Uint8Array(u.length);
+    if (umax > 0) {
+      const scale = (V.levels - 1) / umax;
+      for (let i = 0; i < u.length; i++) ulev[i] = Math.min(V.levels - 1, Math.max(0, Math.round(u[i] * scale)));
+    }
+    S.ulev = ulev;
+    S.umax = umax;
+  }
+  $("unc-max").textContent = S.umax ? S.umax.toPrecision(3) : "–";
+  nv.setDrawingEnabled(false);
+  nv.createEmptyDrawing();
+  nv.setDrawColormap(DRAW_LUT);
+  nv.setSliceType(planeSliceType(S.status.axis));
+  paintAll();
+  S.sugg = S.status.has_maps ? await api.getJSON(api.routes.suggestions(sid)) : null;
+  resizeInk();
+  renderStatus();
+  renderQueue();
+  S.ready = true;
+  say(S.status.has_maps ? "ready: press n for the next suggested slice" : "no prediction yet: run MG-Net");
+}
+
+async function createFromPath(path) {
+  const st = await api.postJSON(api.routes.sessions(), { path });
+  await refreshLists();
+  await openSession(st.id);
+}
+
+async function createFromUpload(file) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  say(`uploading ${file.name}…`);
+  const st = await api.postForm(api.routes.upload(), form);
+  await refreshLists();
+  await openSession(st.id);
+}
+
+// ------------------------------------------------------------------ verbs
+function nextSuggestion() {
+  return enqueue(async () => {
+    const out = await api.postJSON(api.routes.next(S.sid));
+    S.status.queue = out.queue;
+    if (out.index === null) {
+      say(out.queue.stopped_early ? "stopped early: the last suggested slices needed no refinement"
+        : "every suggested slice within the budget was shown");
+    } else {
+      goToSlice(out.index);
+      say(`suggested slice ${out.index}`);
+    }
+    renderQueue();
+  });
+}
+
+function undo() {
+  return enqueue(async () => afterAction(await api.postJSON(api.routes.undo(S.sid)), { follow: true }));
+}
+
+function redo() {
+  return enqueue(async () => afterAction(await api.postJSON(api.routes.redo(S.sid)), { follow: true }));
+}
+
+function accept() {
+  return enqueue(async () => {
+    const k = currentIndex();
+    const needed = S.edited.has(k) || sliceHasScribbles(k);
+    const out = await api.postJSON(api.routes.accept(S.sid), { index: k, needed_refinement: needed });
+    await afterAction(out);
+    say(`slice ${k} accepted`);
+  });
+}
+
+function predict() {
+  return enqueue(async () => {
+    say("running MG-Net…");
+    await api.postJSON(api.routes.predict(S.sid));
+    await openSession(S.sid);
+  });
+}
+
+// ------------------------------------------------------------------ scribble capture
+let stroke = null;
+
+function resizeInk() {
+  const rect = glCanvas.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  ink.width = Math.round(rect.width * dpr);
+  ink.height = Math.round(rect.height * dpr);
+  ink.style.width = `${rect.width}px`;
+  ink.style.height = `${rect.height}px`;
+}
+
+function clearInk() {
+  ink.getContext("2d").clearRect(0, 0, ink.width, ink.height);
+}
+
+/** slice pixel [row, col] under a pointer event, or null */
+function eventPixel(e) {
+  const rect = ink.getBoundingClientRect();
+  const f = canvasToFile(e.clientX - rect.left, e.clientY - rect.top);
+  if (!f) return null;
+  const [ar, ac] = S.geom.sliceAxes(S.status.axis);
+  return [f[ar], f[ac]];
+}
+
+function inkLine(from, to) {
+  const ctx = ink.getContext("2d");
+  const dpr = window.devicePixelRatio || 1;
+  ctx.strokeStyle = INK[S.tool];
+  ctx.lineWidth = 3 * dpr;
+  ctx.lineCap = "round";
+  ctx.beginPath();
+  ctx.moveTo(from[0] * dpr, from[1] * dpr);
+  ctx.lineTo(to[0] * dpr, to[1] * dpr);
+  ctx.stroke();
+}
+
+/** pixels of the segment a-b on the slice grid (Bresenham), both ends included */
+function segment(a, b, out) {
+  let [r0, c0] = a;
+  const [r1, c1] = b;
+  const dr = Math.abs(r1 - r0);
+  const dc = Math.abs(c1 - c0);
+  const sr = r0 < r1 ? 1 : -1;
+  const sc = c0 < c1 ? 1 : -1;
+  let err = dc - dr;
+  for (;;) {
+    out.add(`${r0},${c0}`);
+    if (r0 === r1 && c0 === c1) return;
+    const e2 = 2 * err;
+    if (e2 > -dr) { err -= dr; c0 += sc; }
+    if (e2 < dc) { err += dc; r0 += sr; }
+  }
+}
+
+ink.addEventListener("pointerdown", (e) => {
+  if (!S.ready || S.tool === "navigate" || e.button !== 0) return;
+  const px = eventPixel(e);
+  if (!px) return;
+  ink.setPointerCapture(e.pointerId);
+  const rect = ink.getBoundingClientRect();
+  const pos = [e.clientX - rect.left, e.clientY - rect.top];
+  stroke = { tool: S.tool, index: currentIndex(), pixels: new Set(), last: px, lastPos: pos };
+  segment(px, px, stroke.pixels);
+  inkLine(pos, pos);
+  e.preventDefault();
+});
+
+ink.addEventListener("pointermove", (e) => {
+  if (!stroke) return;
+  const rect = ink.getBoundingClientRect();
+  const pos = [e.clientX - rect.left, e.clientY - rect.top];
+  const px = eventPixel(e);
+  inkLine(stroke.lastPos, pos);
+  stroke.lastPos = pos;
+  if (px) {
+    segment(stroke.last, px, stroke.pixels);
+    stroke.last = px;
+  }
+});
+
+function endStroke(e) {
+  if (!stroke) return;
+  const t0 = performance.now();
+  const s = stroke;
+  stroke = null;
+  if (e && ink.hasPointerCapture(e.pointerId)) ink.releasePointerCapture(e.pointerId);
+  const points = [...s.pixels].map((p) => p.split(",").map(Number));
+  S.edited.add(s.index);
+  enqueue(async () => {
+    const out = await api.postJSON(api.routes.scribbles(S.sid), {
+      index: s.index, axis: S.status.axis, label: TOOLS[s.tool], points, radius: S.radius, refine: true,
+    });
+    await afterAction(out);
+    await nextFrame();
+    clearInk();
+    const ms = performance.now() - t0;
+    const server = out.changes.reduce((a, c) => a + c.seconds, 0) * 1000;
+    S.timings.push({ ms, serverMs: server, points: points.length });
+    say(`refined slice ${s.index} in ${ms.toFixed(0)} ms (server ${server.toFixed(0)} ms)`);
+  });
+}
+
+ink.addEventListener("pointerup", endStroke);
+ink.addEventListener("pointercancel", endStroke);
+ink.addEventListener("wheel", (e) => {
+  e.preventDefault();
+  goToSlice(currentIndex() + (e.deltaY > 0 ? -1 : 1));
+}, { passive: false });
+window.addEventListener("resize", resizeInk);
+new ResizeObserver(resizeInk).observe(glCanvas);
+
+// ------------------------------------------------------------------ controls and keys
+document.querySelectorAll("[data-tool]").forEach((b) => b.addEventListener("click", () => setTool(b.dataset.tool)));
+$("radius").addEventListener("input", (e) => {
+  S.radius = Number(e.target.value);
+  $("radius-value").textContent = S.radius;
+});
+
+function nudgeRadius(step) {
+  const el = $("radius");
+  el.value = String(Math.max(Number(el.min), Math.min(Number(el.max), Number(el.value) + step)));
+  el.dispatchEvent(new Event("input"));
+}
+$("next").addEventListener("click", nextSuggestion);
+$("undo").addEventListener("click", undo);
+$("redo").addEventListener("click", redo);
+$("accept").addEventListener("click", accept);
+$("predict").addEventListener("click", predict);
+$("show-unc").addEventListener("change", (e) => setUncertainty(e.target.checked));
+$("show-mask").addEventListener("change", (e) => setMaskShown(e.target.checked));
+$("open-session").addEventListener("click", () => {
+  const sid = $("session-select").value;
+  if (sid) openSession(sid).catch((err) => say(err.detail ?? String(err), true));
+});
+$("create-from-file").addEventListener("click", () => {
+  const path = $("file-select").value;
+  if (path) createFromPath(path).catch((err) => say(err.detail ?? String(err), true));
+});
+$("upload").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  if (file) createFromUpload(file).catch((err) => say(err.detail ?? String(err), true));
+  e.target.value = "";
+});
+
+const KEYS = {
+  n: nextSuggestion,
+  f: () => setTool("fg"),
+  b: () => setTool("bg"),
+  e: () => setTool("erase"),
+  v: () => setTool("navigate"),
+  z: undo,
+  y: redo,
+  a: accept,
+  u: () => setUncertainty(!S.showUnc),
+  m: () => setMaskShown(!S.showMask),
+  ArrowUp: () => goToSlice(currentIndex() + 1),
+  ArrowDown: () => goToSlice(currentIndex() - 1),
+  PageUp: () => goToSlice(currentIndex() + 1),
+  PageDown: () => goToSlice(currentIndex() - 1),
+  "[": () => nudgeRadius(-1),
+  "]": () => nudgeRadius(+1),
+};
+
+document.addEventListener("keydown", (e) => {
+  if (e.target.closest("input, select, textarea") || e.altKey || e.metaKey) return;
+  if (!S.ready) return;
+  let key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  if (e.ctrlKey) {
+    if (key === "z" && e.shiftKey) key = "y";
+    else if (key !== "z" && key !== "y") return;
+  }
+  const action = KEYS[key];
+  if (action) {
+    e.preventDefault();
+    action();
+  }
+});
+
+// ------------------------------------------------------------------ start
+setTool("fg");
+setUncertainty(true);
+await refreshLists().catch((err) => say(err.detail ?? String(err), true));
+const fromHash = new URLSearchParams(location.hash.slice(1)).get("session");
+if (fromHash) {
+  await openSession(fromHash).catch((err) => say(`cannot open session: ${err.detail ?? err}`, true));
+} else {
+  say("open a session, or start one from a case or an upload");
+}
