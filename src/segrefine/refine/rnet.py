@@ -99,7 +99,7 @@ def training_slices(cases, *, axis: int = 2, seed: int = 0, log=print):
                                                   to_slices(pred.label, axis), to_slices(gt, axis))):
             if not (lab > 0).any() and not g.any():
                 continue
-            scr = simulate_scribbles(lab > 0, g, seed=seed + 1000 * ci + k)
+            scr = simulate_scribbles(lab > 0, g, seed=seed + 1000 * ci + k, min_size=4)
             if not scr.any():
                 continue
             xs.append(rnet_inputs(img, p, scr, spacing=sp))
