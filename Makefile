@@ -1,12 +1,14 @@
-# segrefine: `make demo` sets up .venv and runs the demo; `make test` runs the tests.
+# segrefine: `make demo` sets up .venv (+ the viewer's npm packages) and runs the demo;
+# `make test` runs the tests.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WEB_STAMP := web/node_modules/.installed
 INPUT ?=
 OUT ?= demo_out
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo serve test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,12 +19,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# the viewer's pinned NiiVue (package-lock.json); skipped with a note where npm is missing
+$(WEB_STAMP): web/package.json web/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd web && npm ci --no-audit --no-fund --silent && touch node_modules/.installed; \
+	else echo "npm not found: the web viewer needs 'cd web && npm ci' (the API and CLI work without it)"; fi
 
-demo: $(STAMP)
+setup: $(STAMP) $(WEB_STAMP)
+
+demo: setup
 	$(BIN)/segrefine demo $(if $(INPUT),--input $(INPUT),) --out $(OUT)
 
-test: $(STAMP)
+serve: setup
+	$(BIN)/segrefine serve
+
+test: setup
 	$(BIN)/python -m pytest -q
 
 clean:
