@@ -1,0 +1,38 @@
+import nibabel as nib
+import numpy as np
+
+from conftest import run_cli
+
+
+def test_refine_gcn_cli_own_mc_dropout(hippo, tmp_path):
+    img = hippo / "imagesTr" / "hippocampus_014.nii.gz"
+    proc = run_cli("refine-gcn", "-i", img, "-o", tmp_path, "--samples", "3", check=True)
+    assert "nodes" in proc.stderr
+    ref = nib.load(str(img))
+    for name, dtype in (("hippocampus_014.nii.gz", np.uint8), ("hippocampus_014_entropy.nii.gz", np.float32)):
+        out = nib.load(str(tmp_path / name))
+        assert np.array_equal(out.affine, ref.affine) and out.shape == ref.shape
+        assert out.get_data_dtype() == dtype
+    ent = np.asarray(nib.load(str(tmp_path / "hippocampus_014_entropy.nii.gz")).dataobj)
+    assert 0 <= ent.min() and ent.max() <= 1
+    labels = np.asarray(nib.load(str(tmp_path / "hippocampus_014.nii.gz")).dataobj)
+    assert set(np.unique(labels)) <= {0, 1} and labels.any()
+
+
+def test_refine_gcn_cli_external_maps_and_bad_input(shared, tmp_path):
+    img = shared / "fetal_stacks" / "images" / "a26_12.nii.gz"
+    ref = nib.load(str(img))
+    seg = np.asarray(nib.load(str(shared / "fetal_stacks" / "reference_mgnet" / "a26_12_seg.nii.gz")).dataobj)
+    prob = np.where(seg > 0, 0.9, 0.1).astype(np.float32)
+    prob[80:100, 80:100, 9] = 0.5  # an uncertain patch
+    p = tmp_path / "p.nii.gz"
+    nib.save(nib.Nifti1Image(prob, ref.affine), str(p))
+    run_cli("refine-gcn", "-i", img, "-o", tmp_path / "out", "--prob", p, check=True)
+    assert (tmp_path / "out" / "a26_12.nii.gz").exists()
+    bad = run_cli("refine-gcn", "-i", img, "-o", tmp_path / "o2", "--prob", p, "--tau", "1.5")
+    assert bad.returncode == 2 and "--tau must be in (0, 1]" in bad.stderr
+    s = tmp_path / "s.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10, 3), np.float32), ref.affine), str(s))
+    bad = run_cli("refine-gcn", "-i", img, "-o", tmp_path / "o3", "--samples-file", s)
+    assert bad.returncode == 2 and "differs from the image's" in bad.stderr
+    assert not (tmp_path / "o2" / "a26_12.nii.gz").exists() and not (tmp_path / "o3" / "a26_12.nii.gz").exists()
