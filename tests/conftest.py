@@ -25,9 +25,10 @@ def hippo(shared) -> Path:
 
 def run_cli(*args, check=False):
     """Run the real ``segrefine`` console entry point in a subprocess."""
-    env = dict(os.environ, COLUMNS="200")
+    env = dict(os.environ, COLUMNS="200", PYTHONIOENCODING="utf-8")
     proc = subprocess.run([sys.executable, "-m", "segrefine.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=REPO)
+                          capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          env=env, cwd=REPO)
     if check and proc.returncode != 0:
         raise AssertionError(f"segrefine {' '.join(map(str, args))} failed:\n{proc.stderr}")
     return proc

@@ -25,5 +25,5 @@ def test_train_cli_few_steps_saves_a_self_describing_checkpoint(hippo, tmp_path)
 
 def test_train_rejects_unknown_arch(hippo, tmp_path):
     proc = run_cli("train", "--dataset", hippo, "--arch", "resnet", "--out", tmp_path / "x.pt")
-    assert proc.returncode == 2 and "--arch must be mgnet or unet" in proc.stderr
+    assert proc.returncode == 2 and "--arch must be mgnet, unet or rnet" in proc.stderr
     assert not (tmp_path / "x.pt").exists()
