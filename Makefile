@@ -26,8 +26,11 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 setup: $(STAMP) $(WEB_STAMP)
 
+# the non-interactive demo (Dice, outputs, PNG), then the web app on the same data;
+# NO_SERVE=1 stops after the first part
 demo: setup
 	$(BIN)/segrefine demo $(if $(INPUT),--input $(INPUT),) --out $(OUT)
+	@if [ -z "$(NO_SERVE)" ]; then $(BIN)/segrefine serve --data-root $(or $(DATA_ROOT),$(if $(INPUT),$(dir $(abspath $(INPUT))),$(shell [ -d ../shared/data ] && echo ../shared/data || echo $(OUT)/sample))); fi
 
 serve: setup
 	$(BIN)/segrefine serve
