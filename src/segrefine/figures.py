@@ -18,6 +18,17 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path: Path, *, dpi: int = 100) -> Path:
+    """Lay out ``fig``, write it as PNG atomically, and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    _plt().close(fig)
+    return path
+
+
 def best_slice(label: np.ndarray, axis: int = 2) -> int:
     """Index of the slice with the most foreground (the middle one if empty)."""
     counts = np.moveaxis(label > 0, axis, 0).reshape(label.shape[axis], -1).sum(1)
@@ -54,8 +65,4 @@ def prediction_figure(path: Path, rows: list[dict], *, axis: int = 2, title: str
             a.axis("off")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

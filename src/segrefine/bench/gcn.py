@@ -20,8 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from segrefine import io
-from segrefine.bench.common import (cases_for, command_line, machine, markdown_table, mean_sd,
-                                    write_json, write_text)
+from segrefine.bench.common import (
+    cases_for,
+    command_line,
+    machine,
+    markdown_table,
+    mean_sd,
+    write_json,
+    write_text,
+)
+from segrefine.figures import save_figure
 from segrefine.metrics import assd, dice
 
 VARIANTS = ("cnn", "mc_mean", "crf", "gcn")
@@ -217,7 +225,6 @@ def plot_sweep(path: Path, sweep: dict) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segrefine.io import atomic_path
 
     taus = [float(t) for t in sweep["gain"]]
     g = [v["mean_gain"] * 100 for v in sweep["gain"].values()]
@@ -228,10 +235,7 @@ def plot_sweep(path: Path, sweep: dict) -> Path:
     ax.set_xlabel("entropy threshold τ (bits)")
     ax.set_ylabel("Dice gain over the CNN (points)")
     ax.set_title(f"GCN τ sweep ({sweep['cases']} cases)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -242,7 +246,6 @@ def plot_example(path: Path, picture) -> Path:
     import matplotlib.pyplot as plt
 
     from segrefine.figures import best_slice
-    from segrefine.io import atomic_path
 
     regime, name, image, gt, (label, e, h, refined) = picture
     k = best_slice(gt)
@@ -256,8 +259,5 @@ def plot_example(path: Path, picture) -> Path:
         a.set_title(title)
         a.axis("off")
     fig.suptitle(f"{name} slice {k} ({regime} regime)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return path

@@ -22,8 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from segrefine import io
-from segrefine.bench.common import (cases_for, command_line, machine, markdown_table, mean_sd,
-                                    write_json, write_text)
+from segrefine.bench.common import (
+    cases_for,
+    command_line,
+    machine,
+    markdown_table,
+    mean_sd,
+    write_json,
+    write_text,
+)
+from segrefine.figures import save_figure
 from segrefine.metrics import assd, dice
 from segrefine.preprocess import normalise, to_slices
 from segrefine.simulate import UserModel, needs_refinement
@@ -180,7 +188,6 @@ def boxplot(path: Path, data: dict) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segrefine.io import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     names = list(data["results"])
@@ -193,10 +200,7 @@ def boxplot(path: Path, data: dict) -> Path:
                     [[r["assd_after"] for r in data["results"][m] if not np.isnan(r["assd_after"])] for m in names])
     axes[1].set_xticks(range(1, len(names) + 2), ["initial"] + [NAMES[m] for m in names])
     axes[1].set_ylabel("slice ASSD (mm)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -232,7 +236,6 @@ def pictures(out_dir: Path, items, levelset_dir, methods) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segrefine.io import atomic_path
     from segrefine.session import refine_slice
 
     demos = _demo_slices(levelset_dir, items)
@@ -250,9 +253,6 @@ def pictures(out_dir: Path, items, levelset_dir, methods) -> Path:
             axes[r, c + 1].set_title(NAMES[m])
         for a in axes[r]:
             a.axis("off")
-    fig.tight_layout()
     path = Path(out_dir) / "refine_examples.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
     return path

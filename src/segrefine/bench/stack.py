@@ -14,9 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from segrefine import io
-from segrefine.bench.common import (cases_for, command_line, machine, markdown_table, mean_sd,
-                                    write_json, write_text)
+from segrefine.bench.common import (
+    cases_for,
+    command_line,
+    machine,
+    markdown_table,
+    mean_sd,
+    write_json,
+    write_text,
+)
 from segrefine.datasets import Case
+from segrefine.figures import save_figure
 from segrefine.metrics import assd
 from segrefine.simulate import STRATEGIES, TimeModel, UserModel, run_case, settings
 
@@ -93,7 +101,7 @@ def table_markdown(data: dict) -> str:
     names = {"ugir": "UGIR", "ugir-naive": "UGIR(*) (ν*)", "sequential": "UGIR(-U) (sequential)",
              "graphcut": "Graph Cut (scratch)", "deepigeos": "DeepIGeoS (R-Net)"}
     for s, res in data["results"].items():
-        col = lambda k, scale=1.0: mean_sd([c[k] * scale for c in res["cases"]])  # noqa: E731
+        col = lambda k, scale=1.0: mean_sd([c[k] * scale for c in res["cases"]])
         rows.append([names.get(s, s), col("dice_before", 100), col("dice_after", 100), col("assd_after"),
                      col("slices_inspected"), col("scribbles"), col("user_seconds"), col("machine_seconds")])
     header = ["strategy", "Dice before (%)", "Dice after (%)", "ASSD after (mm)", "slices inspected",
@@ -109,7 +117,6 @@ def plot_dice_vs_time(path: Path, data: dict) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segrefine.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for s, res in data["results"].items():
@@ -120,10 +127,7 @@ def plot_dice_vs_time(path: Path, data: dict) -> Path:
     ax.set_xlabel("cumulative simulated user time (s)")
     ax.set_ylabel("mean Dice of the cases done")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -135,7 +139,6 @@ def fetal_suggestions(fetal_dir: Path, out_dir: Path, *, budget: float = 0.6) ->
     import matplotlib.pyplot as plt
 
     from segrefine.guidance import suggest
-    from segrefine.io import atomic_path
 
     out = {}
     for img_path in sorted((fetal_dir / "images").glob("*.nii.gz")):
@@ -156,11 +159,7 @@ def fetal_suggestions(fetal_dir: Path, out_dir: Path, *, budget: float = 0.6) ->
             for a in axes[:, c]:
                 a.axis("off")
         fig.suptitle(f"{name}: top suggested slices (official MG-Net seg in red, variance below)")
-        fig.tight_layout()
         png = Path(out_dir) / f"fetal_{name}_suggestions.png"
-        png.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(png) as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
+        save_figure(fig, png, dpi=90)
         sug["png"] = str(png)
     return out

@@ -14,9 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from segrefine import io
-from segrefine.bench.common import (cases_for, command_line, machine, markdown_table, mean_sd,
-                                    write_json, write_text)
+from segrefine.bench.common import (
+    cases_for,
+    command_line,
+    machine,
+    markdown_table,
+    mean_sd,
+    write_json,
+    write_text,
+)
 from segrefine.datasets import Case
+from segrefine.figures import save_figure
 from segrefine.metrics import auroc, best_ueo_threshold, error_mask, rve, segmentation_scores, ueo
 from segrefine.nets.checkpoint import shipped_model
 from segrefine.uncertainty import Prediction, Predictor
@@ -165,7 +173,6 @@ def figure(path: Path, predictors: dict[str, Predictor], case: Case) -> Path:
     import matplotlib.pyplot as plt
 
     from segrefine.figures import best_slice
-    from segrefine.io import atomic_path
 
     vol, ref = _load(case)
     preds: dict[str, Prediction] = {n: p(vol.array) for n, p in predictors.items()}
@@ -183,8 +190,5 @@ def figure(path: Path, predictors: dict[str, Predictor], case: Case) -> Path:
         for a in axes[:, c]:
             a.axis("off")
     fig.suptitle(f"{case.name} slice {k}: reference green, prediction red")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return path
