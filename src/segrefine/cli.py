@@ -335,6 +335,7 @@ def simulate(
     splits: Optional[Path] = typer.Option(None, help="Split file."),
     budget: float = typer.Option(0.6, help="M'/M for the ugir strategies."),
     max_cases: Optional[int] = typer.Option(None, help="Only the first N cases."),
+    preset: str = typer.Option("paper", help="Refinement parameters: paper | hippocampus."),
 ):
     """Simulated user study of one strategy (see segrefine.simulate for the user and time model).
 
@@ -353,7 +354,7 @@ def simulate(
         check_writable_dir(output)
     with progress_bar() as bar:
         task = bar.add_task(f"simulate {strategy}", total=len(cases))
-        data = simulate_cases(cases, strategy, out_dir=output, budget=budget,
+        data = simulate_cases(cases, strategy, out_dir=output, budget=budget, preset=preset,
                               on_case=lambda c, r: bar.advance(task))
     write_json(json_out, data)
     m = data["mean"]
@@ -370,9 +371,10 @@ def bench_refine(
     json_out: Path = typer.Option(..., "--json"),
     split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = all)."),
     splits: Optional[Path] = typer.Option(None),
-    methods: str = typer.Option("idrlse,graphcut,rnet"),
+    methods: str = typer.Option("idrlse,graphcut,rnet", help="Methods; NAME@PRESET runs NAME with another preset."),
     max_slices: int = typer.Option(100),
     max_cases: Optional[int] = typer.Option(None),
+    preset: str = typer.Option("paper", help="Refinement parameters: paper | hippocampus (chosen on its val split)."),
 ):
     """Fig. 4: I-DRLSE, Graph Cut and R-Net on the same mis-segmented slices and scribbles."""
     from segrefine.bench.refine import run
@@ -383,7 +385,7 @@ def bench_refine(
     levelset = shared / "levelset_2d" if shared else None
     run(images, labels, json_out, split=split or None, splits_file=splits, max_slices=max_slices,
         max_cases=max_cases, methods=[m.strip() for m in methods.split(",") if m.strip()], fetal=fetal,
-        levelset_dir=levelset, log=console.print)
+        levelset_dir=levelset, preset=preset, log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text())
 
 
@@ -423,6 +425,7 @@ def bench_stack(
     budget: float = typer.Option(0.6),
     max_cases: Optional[int] = typer.Option(None),
     fetal: Optional[Path] = typer.Option(None, help="Fetal stacks folder (default: shared fetal_stacks)."),
+    preset: str = typer.Option("paper", help="Refinement parameters: paper | hippocampus."),
 ):
     """Table 2: every strategy on the same cases; Dice vs user time plot; fetal-stack suggestions."""
     from segrefine.bench.stack import run
@@ -432,7 +435,7 @@ def bench_stack(
         fetal = shared_data_dir() / "fetal_stacks"
     run(images, labels, json_out, split=split or None, splits_file=splits,
         strategies=[s.strip() for s in strategies.split(",") if s.strip()], budget=budget,
-        max_cases=max_cases, fetal_dir=fetal, log=console.print)
+        max_cases=max_cases, fetal_dir=fetal, preset=preset, log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text())
 
 

@@ -90,7 +90,8 @@ def _count_strokes(scribbles: np.ndarray) -> int:
     return n
 
 
-def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, seed: int):
+def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, seed: int,
+              preset: str = "paper"):
     """Rounds of scribbles + refinement on one slice. Returns (mask, strokes, machine seconds)."""
     from segrefine.interaction import simulate_scribbles
     from segrefine.session import refine_slice
@@ -111,7 +112,7 @@ def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, s
 
             mask = graphcut_from_scratch(image, scribbles, spacing=spacing)
         else:
-            mask = refine_slice(method, image, prob, mask, scribbles, spacing=spacing)
+            mask = refine_slice(method, image, prob, mask, scribbles, spacing=spacing, preset=preset)
         machine += time.perf_counter() - t
         if not needs_refinement(mask, gt, user):
             break
@@ -121,7 +122,7 @@ def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, s
 def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, uncertainty=None,
              label=None, spacing=(1.0, 1.0, 1.0), axis: int = 2, budget: float = 0.6,
              user: UserModel | None = None, times: TimeModel | None = None,
-             predict_seconds: float = 0.0) -> dict:
+             predict_seconds: float = 0.0, preset: str = "paper") -> dict:
     """Simulate one case; returns the record written by ``segrefine simulate``."""
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -160,7 +161,7 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
         needed = needs_refinement(seg_k, gt_k, user)
         if needed:
             new, s, m = fix_slice(mv(norm)[k], mv(prob)[k], seg_k, gt_k, method=method, user=user,
-                                  spacing=sp2, seed=user.seed + 7919 * k)
+                                  spacing=sp2, seed=user.seed + 7919 * k, preset=preset)
             mv(mask)[k] = new
             strokes += s
             machine_s += m

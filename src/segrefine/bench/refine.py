@@ -37,7 +37,14 @@ from segrefine.preprocess import normalise, to_slices
 from segrefine.simulate import UserModel, needs_refinement
 
 METHODS = ("idrlse", "graphcut", "rnet")
-NAMES = {"idrlse": "I-DRLSE", "graphcut": "Graph Cut", "rnet": "R-Net"}
+NAMES = {"idrlse": "I-DRLSE", "graphcut": "Graph Cut", "rnet": "R-Net",
+         "idrlse@paper": "I-DRLSE (paper parameters)", "graphcut@paper": "Graph Cut (λ = 5)"}
+
+
+def _method_preset(name: str, preset: str) -> tuple[str, str]:
+    """``idrlse@paper`` -> (idrlse, paper); ``idrlse`` -> (idrlse, the run's preset)."""
+    method, _, p = name.partition("@")
+    return method, p or preset
 
 
 def select_slices(cases, *, max_slices: int = 100, seed: int = 0, log=print) -> list[dict]:
@@ -76,15 +83,17 @@ def _slice_assd(a, b, sp):
     return assd(a, b, sp) if a.any() and b.any() else float("nan")
 
 
-def run_methods(items, methods=METHODS) -> dict:
+def run_methods(items, methods=METHODS, preset: str = "paper") -> dict:
     from segrefine.session import refine_slice
 
     out = {}
     for m in methods:
+        method, p = _method_preset(m, preset)
         recs = []
         for it in items:
             t = time.perf_counter()
-            mask = refine_slice(m, it["image"], it["prob"], it["init"], it["scribbles"], spacing=it["spacing"])
+            mask = refine_slice(method, it["image"], it["prob"], it["init"], it["scribbles"],
+                                spacing=it["spacing"], preset=p)
             ms = (time.perf_counter() - t) * 1000
             recs.append({"case": it["case"], "slice": it["slice"], "ms": ms,
                          "dice_before": dice(it["init"], it["gt"]), "dice_after": dice(mask, it["gt"]),
@@ -135,10 +144,11 @@ def speed_baselines(fetal_image: Path | None, repeats: int = 5) -> dict:
 
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         splits_file: Path | None = None, max_slices: int = 100, max_cases: int | None = None,
-        methods=METHODS, fetal: Path | None = None, levelset_dir: Path | None = None, log=print) -> dict:
+        methods=METHODS, fetal: Path | None = None, levelset_dir: Path | None = None,
+        preset: str = "paper", log=print) -> dict:
     cases = cases_for(images, labels, split, splits_file)[:max_cases]
     items, skipped = select_slices(cases, max_slices=max_slices, log=log)
-    results = run_methods(items, methods)
+    results = run_methods(items, methods, preset)
     summary = {}
     for m, recs in results.items():
         ms = [r["ms"] for r in recs]
@@ -148,16 +158,16 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
                           ms_median=statistics.median(ms), ms_p95=float(np.percentile(ms, 95)),
                           scribbles_respected=float(np.mean([r["fg_scribbles_kept"] and r["bg_scribbles_kept"]
                                                              for r in recs])))
-        log(f"{NAMES[m]}: Dice {summary[m]['dice_before']:.4f} -> {summary[m]['dice_after']:.4f}, "
+        log(f"{NAMES.get(m, m)}: Dice {summary[m]['dice_before']:.4f} -> {summary[m]['dice_after']:.4f}, "
             f"{summary[m]['ms_median']:.1f} ms median")
     data = {"benchmark": "refine", "command": command_line(), "machine": machine(), "images": str(images),
-            "split": split, "slices": len(items), "skipped_thin_error": skipped,
+            "split": split, "preset": preset, "slices": len(items), "skipped_thin_error": skipped,
             "selection_rule": "slice Dice < 0.85 and an error component >= 4 px; seeded subset of 100",
             "summary": summary, "speed": speed_baselines(fetal), "results": results}
     write_json(out_json, data)
     write_text(Path(out_json).with_suffix(".md"), table_markdown(data))
     boxplot(Path(out_json).with_suffix(".png"), data)
-    pictures(Path(out_json).parent, items, levelset_dir, methods)
+    pictures(Path(out_json).parent, items, levelset_dir, [m for m in methods if "@" not in m])
     return data
 
 
@@ -165,7 +175,7 @@ def table_markdown(data: dict) -> str:
     rows = []
     for m, recs in data["results"].items():
         s = data["summary"][m]
-        rows.append([NAMES[m], mean_sd([r["dice_before"] * 100 for r in recs]),
+        rows.append([NAMES.get(m, m), mean_sd([r["dice_before"] * 100 for r in recs]),
                      mean_sd([r["dice_after"] * 100 for r in recs]), mean_sd([r["assd_before"] for r in recs]),
                      mean_sd([r["assd_after"] for r in recs]), f"{s['ms_median']:.1f}", f"{s['ms_p95']:.1f}",
                      f"{100 * s['scribbles_respected']:.0f}%"])
@@ -193,12 +203,12 @@ def boxplot(path: Path, data: dict) -> Path:
     names = list(data["results"])
     before = [r["dice_before"] for r in data["results"][names[0]]]
     axes[0].boxplot([before] + [[r["dice_after"] for r in data["results"][m]] for m in names])
-    axes[0].set_xticks(range(1, len(names) + 2), ["initial"] + [NAMES[m] for m in names])
+    axes[0].set_xticks(range(1, len(names) + 2), ["initial"] + [NAMES.get(m, m) for m in names])
     axes[0].set_ylabel("slice Dice")
     ab = [r["assd_before"] for r in data["results"][names[0]]]
     axes[1].boxplot([[v for v in ab if not np.isnan(v)]] +
                     [[r["assd_after"] for r in data["results"][m] if not np.isnan(r["assd_after"])] for m in names])
-    axes[1].set_xticks(range(1, len(names) + 2), ["initial"] + [NAMES[m] for m in names])
+    axes[1].set_xticks(range(1, len(names) + 2), ["initial"] + [NAMES.get(m, m) for m in names])
     axes[1].set_ylabel("slice ASSD (mm)")
     save_figure(fig, path)
     return path
@@ -245,7 +255,7 @@ def pictures(out_dir: Path, items, levelset_dir, methods) -> Path:
         axes[r, 0].imshow(img, cmap="gray")
         axes[r, 0].contour(init, levels=[0.5], colors="y", linewidths=1)
         axes[r, 0].imshow(np.ma.masked_equal(scr, 0), cmap="bwr_r", vmin=1, vmax=2, interpolation="nearest")
-        axes[r, 0].set_title(f"{name}\ninitial (yellow), scribbles")
+        axes[r, 0].set_title(f"{name}\ninitial (yellow), scribbles (fg red, bg blue)")
         for c, m in enumerate(methods):
             mask = refine_slice(m, img, prob, init, scr)
             axes[r, c + 1].imshow(img, cmap="gray")

@@ -34,7 +34,7 @@ KEYS = ("dice_before", "dice_after", "assd_after", "slices_inspected", "scribble
 
 def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = None,
                    budget: float = 0.6, user: UserModel | None = None, times: TimeModel | None = None,
-                   predictions: dict | None = None, on_case=None) -> dict:
+                   predictions: dict | None = None, on_case=None, preset: str = "paper") -> dict:
     """Run ``strategy`` on every case; ``predictions`` caches MG-Net outputs across strategies."""
     from segrefine.uncertainty import Predictor
 
@@ -57,7 +57,7 @@ def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = N
             kw = dict(prob=cached["prob"], uncertainty=cached["uncertainty"], label=cached["label"],
                       predict_seconds=cached["seconds"])
         rec = run_case(vol.array, gt, strategy, spacing=vol.spacing, budget=budget, user=user,
-                       times=times, **kw)
+                       times=times, preset=preset, **kw)
         mask = rec.pop("mask")
         rec["assd_after"] = assd(mask, gt, vol.spacing)
         if out_dir is not None:
@@ -71,22 +71,22 @@ def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = N
         vals = np.asarray([r[k] for r in records], float)
         mean[k] = float(np.nanmean(vals))
         mean[f"{k}_sd"] = float(np.nanstd(vals))
-    return {"strategy": strategy, "cases": records, "mean": mean, **settings(user, times)}
+    return {"strategy": strategy, "preset": preset, "cases": records, "mean": mean, **settings(user, times)}
 
 
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         splits_file: Path | None = None, strategies=STRATEGIES, max_cases: int | None = None,
-        budget: float = 0.6, fetal_dir: Path | None = None, log=print) -> dict:
+        budget: float = 0.6, fetal_dir: Path | None = None, preset: str = "paper", log=print) -> dict:
     cases = cases_for(images, labels, split, splits_file)[:max_cases]
     predictions: dict = {}
     results = {}
     for s in strategies:
         t = time.perf_counter()
-        results[s] = simulate_cases(cases, s, budget=budget, predictions=predictions)
+        results[s] = simulate_cases(cases, s, budget=budget, predictions=predictions, preset=preset)
         log(f"{s}: Dice {results[s]['mean']['dice_after']:.4f}, user "
             f"{results[s]['mean']['user_seconds']:.1f} s ({time.perf_counter() - t:.0f} s)")
     data = {"benchmark": "stack", "command": command_line(), "machine": machine(),
-            "images": str(images), "split": split, "budget": budget, "cases": len(cases),
+            "images": str(images), "split": split, "budget": budget, "preset": preset, "cases": len(cases),
             "results": results}
     if fetal_dir is not None and Path(fetal_dir).is_dir():
         data["fetal"] = fetal_suggestions(Path(fetal_dir), Path(out_json).parent, budget=budget)

@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from segrefine.errors import InputError
+from segrefine.simulate import TimeModel, UserModel, needs_refinement, run_case
+
+
+def _case():
+    from segrefine.phantom import make_phantom
+
+    image, label = make_phantom(shape=(40, 48, 10), seed=2)
+    return image, label > 0
+
+
+def test_perfect_prediction_costs_only_inspection():
+    image, gt = _case()
+    prob = gt.astype(np.float32)
+    unc = np.zeros(gt.shape, np.float32)
+    t = TimeModel()
+    rec = run_case(image, gt, "sequential", prob=prob, uncertainty=unc, label=gt)
+    assert rec["scribbles"] == 0 and rec["dice_after"] == 1.0
+    assert rec["slices_inspected"] == 10
+    assert rec["user_seconds"] == pytest.approx(10 * (t.inspect_s + t.scroll_s + t.accept_s))
+    ugir = run_case(image, gt, "ugir", prob=prob, uncertainty=unc + 1e-3, label=gt)
+    assert ugir["stopped_early"] and ugir["slices_inspected"] == 3  # three slices needing nothing
+
+
+def test_missing_slice_is_found_and_fixed_by_ugir():
+    image, gt = _case()
+    label = gt.copy()
+    label[:, :, 5] = False  # the CNN missed slice 5
+    prob = np.where(label, 0.95, 0.05).astype(np.float32)
+    prob[:, :, 5][gt[:, :, 5]] = 0.4
+    unc = np.full(gt.shape, 1e-4, np.float32)
+    unc[:, :, 5][gt[:, :, 5]] = 0.2
+    rec = run_case(image, gt, "ugir", prob=prob, uncertainty=unc, label=label, user=UserModel(seed=1))
+    assert rec["slices_inspected"] <= 4  # slice 5 first, then the early stop
+    assert rec["scribbles"] >= 1 and rec["dice_after"] > rec["dice_before"]
+    assert not needs_refinement(gt[:, :, 5], gt[:, :, 5], UserModel())
+
+
+def test_bad_strategy():
+    image, gt = _case()
+    with pytest.raises(InputError, match="--strategy must be one of"):
+        run_case(image, gt, "magic")
+    with pytest.raises(InputError, match="needs the CNN"):
+        run_case(image, gt, "ugir")
+
+
+def test_simulate_cli_on_real_cases(hippo, tmp_path):
+    out = tmp_path / "ugir.json"
+    run_cli("simulate", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr", "--split", "test",
+            "--strategy", "ugir", "--json", out, "-o", tmp_path / "masks", "--max-cases", "1",
+            "--preset", "hippocampus", check=True)
+    data = json.loads(out.read_text())
+    assert data["strategy"] == "ugir" and len(data["cases"]) == 1
+    keys = {"case", "dice_before", "dice_after", "slices_inspected", "scribbles", "user_seconds", "machine_seconds"}
+    assert keys <= set(data["cases"][0]) and keys - {"case"} <= set(data["mean"])
+    assert (tmp_path / "masks" / f"{data['cases'][0]['case']}.nii.gz").exists()
