@@ -38,5 +38,16 @@ serve: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# the benchmarks behind docs/benchmarks.md (hippocampus test split; long: they train the
+# ensemble members and the low-data U-Net if missing)
+HIP := ../shared/data/hippocampus
+BENCH := $(BIN)/segrefine bench
+bench: setup
+	$(BENCH) uncertainty --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/uncertainty.json
+	$(BENCH) refine --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/refine.json \
+		--preset hippocampus --methods idrlse,graphcut,rnet,idrlse@paper,graphcut@paper
+	$(BENCH) stack --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/stack.json --preset hippocampus
+	$(BENCH) gcn --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/gcn.json
+
 clean:
 	rm -rf $(OUT) .pytest_cache
