@@ -40,6 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from segrefine.errors import InputError
+from segrefine.validate import binary_mask
 
 __all__ = ["error_components", "simulate_scribbles"]
 
@@ -54,15 +55,7 @@ def _check_mask(mask, name: str, shape=None) -> np.ndarray:
         raise InputError(f"`{name}` must be a 2D (H, W) mask, got shape {m.shape}")
     if shape is not None and m.shape != shape:
         raise InputError(f"`{name}` (shape {m.shape}) must have the same shape as `seg` (shape {shape})")
-    if m.dtype != bool:
-        if not np.issubdtype(m.dtype, np.number) or np.iscomplexobj(m):
-            raise InputError(f"`{name}` must be a binary mask, got dtype {m.dtype}")
-        values = np.unique(m)
-        extra = values[~np.isin(values, (0, 1))]
-        if extra.size:
-            shown = ", ".join(f"{v:g}" for v in extra[:5].tolist())
-            raise InputError(f"`{name}` must be a binary mask holding 0 and 1, got {shown}")
-    return m.astype(bool)
+    return binary_mask(m, name)
 
 
 def _check_int(value, name: str, low: int, *, allow_none=False):

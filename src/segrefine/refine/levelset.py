@@ -105,6 +105,7 @@ import numba
 import numpy as np
 
 from segrefine.errors import InputError
+from segrefine.validate import binary_mask
 from segrefine.geodesic import check_spacing, geodesic_distance
 
 __all__ = ["idrlse", "idrlse_numpy", "interaction_likelihood"]
@@ -183,15 +184,7 @@ def check_mask(mask, shape, name: str) -> np.ndarray:
             f"`{name}` (shape {m.shape}) must have the same shape as `prob`/`image` "
             f"(shape {tuple(shape)})"
         )
-    if m.dtype != bool:
-        if not np.issubdtype(m.dtype, np.number) or np.iscomplexobj(m):
-            raise InputError(f"`{name}` must be a binary mask, got dtype {m.dtype}")
-        values = np.unique(m)
-        extra = values[~np.isin(values, (0, 1))]
-        if extra.size:
-            shown = ", ".join(f"{v:g}" for v in extra[:5].tolist())
-            raise InputError(f"`{name}` must be a binary mask holding 0 and 1, got {shown}")
-    return m.astype(bool)
+    return binary_mask(m, name)
 
 
 def check_number(value, name: str, *, low=None, high=None, low_open=False, integer=False):
