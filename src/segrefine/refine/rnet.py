@@ -46,6 +46,17 @@ def rnet_inputs(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, s
     return np.stack(chans)
 
 
+def pad_inputs(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Pad ``(4, H, W)`` inputs to a multiple: image and P with 0, geodesic maps with 1 (far)."""
+    from segrefine.preprocess import pad_to_multiple
+
+    padded, crop = pad_to_multiple(x, multiple)
+    far = np.ones(padded.shape[1:], bool)
+    far[crop] = False
+    padded[2:, far] = 1.0
+    return padded, crop
+
+
 def rnet_config() -> "object":
     cfg = unet_config(base=16, dropout=(0.0, 0.1, 0.2, 0.2, 0.2))
     cfg.arch, cfg.in_channels = "rnet", 4
@@ -63,7 +74,6 @@ def rnet_refine(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, s
                 model: str | Path | None = None) -> np.ndarray:
     """Refined bool mask ``(H, W)`` of one slice."""
     from segrefine.nets.checkpoint import shipped_model
-    from segrefine.preprocess import pad_to_multiple
     from segrefine.refine.levelset import check_probability, check_scribbles
 
     prob = check_probability(prob)
@@ -72,7 +82,7 @@ def rnet_refine(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, s
         raise InputError(f"image shape {np.shape(image)} differs from prob shape {prob.shape}")
     net = _load(str(model or shipped_model("rnet")))
     x = rnet_inputs(image, prob, scr, spacing=spacing)
-    padded, crop = pad_to_multiple(x, net.multiple)
+    padded, crop = pad_inputs(x, net.multiple)
     with torch.inference_mode():
         logits = net(torch.from_numpy(np.ascontiguousarray(padded[None])))
     mask = logits[0, 0].argmax(0).numpy()[crop[0], crop[1]] > 0
@@ -150,9 +160,7 @@ def train_rnet(train_cases, val_cases, out: Path, *, epochs: int = 10, iteration
         scores = []
         with torch.inference_mode():
             for x, y in zip(vx, vy):
-                from segrefine.preprocess import pad_to_multiple
-
-                padded, crop = pad_to_multiple(x, m)
+                padded, crop = pad_inputs(x, m)
                 pred = net(torch.from_numpy(np.ascontiguousarray(padded[None])))[0, 0].argmax(0).numpy()
                 scores.append(dice(pred[crop[0], crop[1]] > 0, y > 0))
         net.train()
