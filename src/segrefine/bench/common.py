@@ -77,3 +77,19 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def train_like_shipped_unet(dataset: Path, split: str, out: Path, *, seed: int | None = None) -> Path:
+    """Train a U-Net on ``split`` with the shipped U-Net's stored settings (``val`` picks the
+    checkpoint); ``seed`` overrides the shipped seed. Used for ensemble members and the
+    low-data model."""
+    from segrefine.datasets import split_cases
+    from segrefine.nets.checkpoint import read_checkpoint, shipped_model
+    from segrefine.nets.train import TrainConfig, train
+
+    settings = dict(read_checkpoint(shipped_model("unet"))["summary"]["train"])
+    settings.update(patch=None, splits={})
+    if seed is not None:
+        settings["seed"] = seed
+    train(split_cases(dataset, split), split_cases(dataset, "val"), out, TrainConfig(**settings))
+    return out

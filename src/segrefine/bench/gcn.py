@@ -26,6 +26,7 @@ from segrefine.bench.common import (
     machine,
     markdown_table,
     mean_sd,
+    train_like_shipped_unet,
     write_json,
     write_text,
 )
@@ -38,16 +39,10 @@ NAMES = {"cnn": "CNN (deterministic)", "mc_mean": "MC expectation > 0.5", "crf":
 
 def small_model(dataset: Path, cache: Path, log=print) -> Path:
     """The dropout U-Net trained on ``train_small`` with the shipped model's settings (cached)."""
-    from segrefine.datasets import split_cases
-    from segrefine.nets.checkpoint import read_checkpoint, shipped_model
-    from segrefine.nets.train import TrainConfig, train
-
     path = Path(cache) / "unet_train_small.pt"
     if not path.exists():
         log(f"training the low-data U-Net on train_small -> {path}")
-        settings = dict(read_checkpoint(shipped_model("unet"))["summary"]["train"])
-        cfg = TrainConfig(**{**settings, "patch": None, "splits": {}})
-        train(split_cases(dataset, "train_small"), split_cases(dataset, "val"), path, cfg)
+        train_like_shipped_unet(dataset, "train_small", path)
     return path
 
 

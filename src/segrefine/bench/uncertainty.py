@@ -20,6 +20,7 @@ from segrefine.bench.common import (
     machine,
     markdown_table,
     mean_sd,
+    train_like_shipped_unet,
     write_json,
     write_text,
 )
@@ -38,19 +39,12 @@ def ensemble_members(dataset: Path, cache: Path, n: int = 5, *, log=print) -> li
     The training settings are read from the shipped checkpoint, so every member is
     trained exactly like the shipped one except for the seed.
     """
-    from segrefine.datasets import split_cases
-    from segrefine.nets.checkpoint import read_checkpoint
-    from segrefine.nets.train import TrainConfig, train
-
-    shipped = shipped_model("unet")
-    members = [shipped]
-    settings = dict(read_checkpoint(shipped)["summary"]["train"])
+    members = [shipped_model("unet")]
     for seed in range(1, n):
         path = Path(cache) / f"unet_seed{seed}.pt"
         if not path.exists():
             log(f"training ensemble member {seed} -> {path}")
-            cfg = TrainConfig(**{**settings, "seed": seed, "patch": None, "splits": {}})
-            train(split_cases(dataset, "train"), split_cases(dataset, "val"), path, cfg)
+            train_like_shipped_unet(dataset, "train", path, seed=seed)
         members.append(path)
     return members
 
