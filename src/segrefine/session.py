@@ -47,7 +47,7 @@ REFINE_METHODS = ("idrlse", "graphcut", "rnet")
 # Graph Cut λ = 10 gave 0.763 (λ = 5: 0.752).
 PRESETS = {
     "paper": {},
-    "hippocampus": {"idrlse": {"D": 1.5, "beta": 1.0}, "graphcut": {"lam": 10.0}},
+    "hippocampus": {"idrlse": {"D": 1.5, "beta": 1.0, "dt": 0.5, "epsilon": 2.0}, "graphcut": {"lam": 10.0}},
 }
 FORMAT = "segrefine-session/1"
 

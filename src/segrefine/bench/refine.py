@@ -167,7 +167,7 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     write_json(out_json, data)
     write_text(Path(out_json).with_suffix(".md"), table_markdown(data))
     boxplot(Path(out_json).with_suffix(".png"), data)
-    pictures(Path(out_json).parent, items, levelset_dir, [m for m in methods if "@" not in m])
+    pictures(Path(out_json).parent, items, levelset_dir, [m for m in methods if "@" not in m], fetal, preset)
     return data
 
 
@@ -214,7 +214,41 @@ def boxplot(path: Path, data: dict) -> Path:
     return path
 
 
-def _demo_slices(levelset_dir: Path | None, items):
+# Hand-placed strokes for the fetal stack picture (no ground truth exists for the
+# stacks): a foreground stroke in the tissue below the official contour on slice 10
+# of a26_12, where the official heads disagree, and a background stroke beside it.
+# (first index, second index) end points of each straight stroke, label 1 or 2.
+FETAL_PICTURE = {"stack": "a26_12", "slice": 10,
+                 "strokes": [((88, 66), (104, 67), 1), ((118, 62), (130, 62), 2)]}
+
+
+def _fetal_slice(fetal: Path | None):
+    """The picture's fetal stack slice: image, smoothed official segmentation, strokes."""
+    from scipy import ndimage
+    from skimage.draw import line
+
+    if fetal is None:
+        return None
+    stack = Path(fetal).parent.parent
+    img_path = stack / "images" / f"{FETAL_PICTURE['stack']}.nii.gz"
+    seg_path = stack / "reference_mgnet" / f"{FETAL_PICTURE['stack']}_seg.nii.gz"
+    if not (img_path.exists() and seg_path.exists()):
+        return None
+    k = FETAL_PICTURE["slice"]
+    img = normalise(io.load(img_path).array)[:, :, k].astype(np.float32)
+    seg = io.load(seg_path).array[:, :, k] > 0
+    prob = np.clip(ndimage.gaussian_filter(seg.astype(np.float32), 2.0), 0.02, 0.98)
+    scr = np.zeros(img.shape, np.uint8)
+    for (r0, c0), (r1, c1), label in FETAL_PICTURE["strokes"]:  # 3 pixels wide
+        stroke = np.zeros(img.shape, bool)
+        stroke[line(r0, c0, r1, c1)] = True
+        scr[ndimage.binary_dilation(stroke)] = label
+    return (f"fetal {FETAL_PICTURE['stack']} slice {k}", img, prob, seg, scr, "paper")
+
+
+def _demo_slices(levelset_dir: Path | None, items, fetal: Path | None = None, preset: str = "paper"):
+    """(title, image, prob, initial mask, scribbles, preset) rows of the pictures: the fetal
+    slices with the paper's parameters, the hippocampus slice with the benchmark's preset."""
     from skimage.io import imread
 
     out = []
@@ -233,14 +267,18 @@ def _demo_slices(levelset_dir: Path | None, items):
             from scipy import ndimage
 
             prob = np.clip(ndimage.gaussian_filter(seg.astype(np.float32), 2.0), 0.02, 0.98)
-            out.append((f"levelset_2d {stem}", (img - img.mean()) / (img.std() + 1e-6), prob, seg, scr))
+            out.append((f"levelset_2d {stem}", (img - img.mean()) / (img.std() + 1e-6), prob, seg, scr, "paper"))
+    fetal_slice = _fetal_slice(fetal)
+    if fetal_slice is not None:
+        out.append(fetal_slice)
     if items:  # one hippocampus slice of the benchmark
         it = items[0]
-        out.append((f"{it['case']} slice {it['slice']}", it["image"], it["prob"], it["init"], it["scribbles"]))
+        out.append((f"{it['case']} slice {it['slice']}", it["image"], it["prob"], it["init"], it["scribbles"], preset))
     return out
 
 
-def pictures(out_dir: Path, items, levelset_dir, methods) -> Path:
+def pictures(out_dir: Path, items, levelset_dir, methods, fetal: Path | None = None,
+             preset: str = "paper") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,16 +286,16 @@ def pictures(out_dir: Path, items, levelset_dir, methods) -> Path:
 
     from segrefine.session import refine_slice
 
-    demos = _demo_slices(levelset_dir, items)
+    demos = _demo_slices(levelset_dir, items, fetal, preset)
     fig, axes = plt.subplots(len(demos), len(methods) + 1, figsize=(3 * (len(methods) + 1), 3 * len(demos)),
                              squeeze=False)
-    for r, (name, img, prob, init, scr) in enumerate(demos):
+    for r, (name, img, prob, init, scr, row_preset) in enumerate(demos):
         axes[r, 0].imshow(img, cmap="gray")
         axes[r, 0].contour(init, levels=[0.5], colors="y", linewidths=1)
         axes[r, 0].imshow(np.ma.masked_equal(scr, 0), cmap="bwr_r", vmin=1, vmax=2, interpolation="nearest")
         axes[r, 0].set_title(f"{name}\ninitial (yellow), scribbles (fg red, bg blue)")
         for c, m in enumerate(methods):
-            mask = refine_slice(m, img, prob, init, scr)
+            mask = refine_slice(m, img, prob, init, scr, preset=row_preset)
             axes[r, c + 1].imshow(img, cmap="gray")
             axes[r, c + 1].contour(mask, levels=[0.5], colors="lime", linewidths=1)
             axes[r, c + 1].set_title(NAMES[m])
