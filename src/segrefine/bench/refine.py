@@ -271,8 +271,8 @@ def _demo_slices(levelset_dir: Path | None, items, fetal: Path | None = None, pr
     fetal_slice = _fetal_slice(fetal)
     if fetal_slice is not None:
         out.append(fetal_slice)
-    if items:  # one hippocampus slice of the benchmark
-        it = items[0]
+    if items:  # the benchmark's hippocampus slice with the largest structure (the most visible)
+        it = max(items, key=lambda it: int(np.asarray(it["gt"]).sum()))
         out.append((f"{it['case']} slice {it['slice']}", it["image"], it["prob"], it["init"], it["scribbles"], preset))
     return out
 
@@ -293,7 +293,7 @@ def pictures(out_dir: Path, items, levelset_dir, methods, fetal: Path | None = N
         axes[r, 0].imshow(img, cmap="gray")
         axes[r, 0].contour(init, levels=[0.5], colors="y", linewidths=1)
         axes[r, 0].imshow(np.ma.masked_equal(scr, 0), cmap="bwr_r", vmin=1, vmax=2, interpolation="nearest")
-        axes[r, 0].set_title(f"{name}\ninitial (yellow), scribbles (fg red, bg blue)")
+        axes[r, 0].set_title(f"{name}\ninitial (yellow), fg red, bg blue", fontsize=9)
         for c, m in enumerate(methods):
             mask = refine_slice(m, img, prob, init, scr, preset=row_preset)
             axes[r, c + 1].imshow(img, cmap="gray")
