@@ -10,6 +10,8 @@ import torch
 from segrefine.errors import InputError
 from segrefine.metrics import dice
 from segrefine.refine.gcn import (
+    _prepare,
+    _slabs,
     GCN,
     build_graph,
     build_graph_reference,
@@ -93,7 +95,7 @@ def test_roi_is_box_of_largest_component_plus_margin():
 def test_vectorised_build_equals_reference_loops(reduced):
     image, e, h, pred = tiny_case(shape=(16, 18, 16)) if reduced else tiny_case()
     kw = {"tau": 0.8, "margin": 4 if reduced else 2, "spacing": (1.0, 0.8, 2.5), "k": 5, "seed": 7,
-          "reduced": reduced}
+          "nodes": "reduced" if reduced else "roi"}
     fast = build_graph(image, e, h, pred, **kw)
     ref = build_graph_reference(image, e, h, pred, **kw)
     if reduced:
@@ -273,10 +275,41 @@ def test_refine_is_deterministic_for_a_seed():
 
 def test_reduced_node_set_runs():
     image, e, truth, _, band = sphere_phantom()
-    refined, info = refine_gcn(image, prob=e, reduced=True, epochs=100)
+    refined, info = refine_gcn(image, prob=e, nodes="reduced", epochs=100)
     full = int(np.prod([b - a for a, b in info["roi"]]))
     assert info["n_nodes"] < full
     assert ((refined[band] == 1) == truth[band]).mean() >= 0.8
+
+
+def test_large_node_set_switches_to_band_then_slabs():
+    """A ROI over ``max_nodes`` uses the dilated uncertain band, cut into slabs of whole planes
+    that hold every band node once; the slab GCNs still fix the error band."""
+    image, e, truth, pred, band = sphere_phantom()
+    with pytest.warns(UserWarning, match="max_nodes = 1500"):
+        refined, info = refine_gcn(image, prob=e, epochs=100, max_nodes=1500)
+    roi = tuple(slice(a, b) for a, b in info["roi"])
+    assert info["node_set"] == "band" and info["n_graphs"] >= 2
+    assert info["n_nodes"] < band[roi].size
+    assert ((refined[band] == 1) == truth[band]).mean() >= 0.8
+    assert (refined[~band] == pred[~band]).all()  # confident voxels keep the prediction
+
+    inp = _prepare(image, e, binary_entropy(e), pred, tau=0.8, margin=3, spacing=None, k=16, seed=0,
+                   nodes="band", sigmas=None)
+    parts = _slabs(inp, 1500)
+    assert len(parts) >= 2 and all(int(p.mask.sum()) <= 1500 for p in parts)
+    assert sum(int(p.mask.sum()) for p in parts) == int(inp.mask.sum())
+    axis = int(np.argmax(inp.mask.shape))
+    starts = [p.roi[axis].start for p in parts]
+    stops = [p.roi[axis].stop for p in parts]
+    assert starts[0] == inp.roi[axis].start and stops[-1] == inp.roi[axis].stop and starts[1:] == stops[:-1]
+
+
+def test_node_set_and_max_nodes_are_checked():
+    image, e, _, _, _ = sphere_phantom()
+    with pytest.raises(InputError, match="nodes must be one of roi, reduced, band"):
+        refine_gcn(image, prob=e, nodes="all")
+    with pytest.raises(InputError, match="max_nodes"):
+        refine_gcn(image, prob=e, max_nodes=0)
 
 
 def test_single_slice_volume_works():

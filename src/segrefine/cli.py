@@ -336,6 +336,8 @@ def simulate(
     budget: float = typer.Option(0.6, help="M'/M for the ugir strategies."),
     max_cases: Optional[int] = typer.Option(None, help="Only the first N cases."),
     preset: str = typer.Option("paper", help="Refinement parameters: paper | hippocampus."),
+    patience: int = typer.Option(3, help="ugir strategies: stop after this many consecutive slices that "
+                                         "needed nothing (UGIR: 3)."),
 ):
     """Simulated user study of one strategy (see segrefine.simulate for the user and time model).
 
@@ -349,13 +351,15 @@ def simulate(
 
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if patience < 1:
+        raise InputError(f"--patience must be at least 1, got {patience}")
     cases = cases_for(images, labels, split, splits)[:max_cases]
     if output is not None:
         check_writable_dir(output)
     with progress_bar() as bar:
         task = bar.add_task(f"simulate {strategy}", total=len(cases))
         data = simulate_cases(cases, strategy, out_dir=output, budget=budget, preset=preset,
-                              on_case=lambda c, r: bar.advance(task))
+                              patience=patience, on_case=lambda c, r: bar.advance(task))
     write_json(json_out, data)
     m = data["mean"]
     console.print(f"{strategy}: Dice {m['dice_before']:.4f} -> {m['dice_after']:.4f}, "
@@ -403,13 +407,22 @@ def bench_gcn(
     sweep_cases: int = typer.Option(8, help="Cases of the τ sweep (low-data regime)."),
     cache: Path = typer.Option(Path("bench_out/gcn"), help="Where the train_small U-Net is cached."),
     regimes: str = typer.Option("full,small"),
+    tune_split: str = typer.Option("val", help="Split that picks the CRF parameters ('' = defaults)."),
+    memory_shape: str = typer.Option("512x512x300", help="Volume of the peak-memory probe ('' = skip)."),
 ):
     """GCN refinement vs CNN, MC expectation and dense CRF, full and low-data regimes; τ sweep; speed."""
     from segrefine.bench.gcn import run
 
+    try:
+        shape = tuple(int(v) for v in memory_shape.lower().split("x")) if memory_shape else None
+    except ValueError:
+        shape = ()
+    if shape is not None and (len(shape) != 3 or min(shape) < 8):
+        raise InputError(f"--memory-shape must look like 512x512x300 (3 sizes >= 8), got {memory_shape!r}")
     run(images, labels, json_out, split=split or None, splits_file=splits, samples=samples, tau=tau,
         max_cases=max_cases, sweep_cases=sweep_cases, cache=cache,
-        regimes=[r.strip() for r in regimes.split(",") if r.strip()], log=console.print)
+        regimes=[r.strip() for r in regimes.split(",") if r.strip()], tune_split=tune_split or None,
+        memory_shape=shape, log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text())
 
 
@@ -426,6 +439,8 @@ def bench_stack(
     max_cases: Optional[int] = typer.Option(None),
     fetal: Optional[Path] = typer.Option(None, help="Fetal stacks folder (default: shared fetal_stacks)."),
     preset: str = typer.Option("paper", help="Refinement parameters: paper | hippocampus."),
+    tune_split: Optional[str] = typer.Option(None, help="Also sweep the budget M' on this split (e.g. val)."),
+    patience: str = typer.Option("", help="Extra UGIR rows with these early-stop patiences, e.g. '5' (UGIR: 3)."),
 ):
     """Table 2: every strategy on the same cases; Dice vs user time plot; fetal-stack suggestions."""
     from segrefine.bench.stack import run
@@ -435,7 +450,8 @@ def bench_stack(
         fetal = shared_data_dir() / "fetal_stacks"
     run(images, labels, json_out, split=split or None, splits_file=splits,
         strategies=[s.strip() for s in strategies.split(",") if s.strip()], budget=budget,
-        max_cases=max_cases, fetal_dir=fetal, preset=preset, log=console.print)
+        max_cases=max_cases, fetal_dir=fetal, preset=preset, tune_split=tune_split,
+        patiences=[int(v) for v in patience.split(",") if v.strip()], log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text())
 
 

@@ -15,7 +15,7 @@ A simulated user works through the slices a strategy shows. For each slice it
 Strategies
 ----------
 ``ugir``: MG-Net's slices in ν order within the budget M', early stop after 3
-consecutive slices that needed nothing; I-DRLSE refinement.
+(``patience``) consecutive slices that needed nothing; I-DRLSE refinement.
 ``ugir-naive``: the same in ν* order (UGIR(*)).
 ``sequential``: UGIR(-U): every slice in order, I-DRLSE refinement.
 ``graphcut``: Graph Cut from scratch (no CNN): every slice, starting empty.
@@ -58,7 +58,7 @@ class TimeModel:
 class UserModel:
     tolerance: float = 0.85
     min_error: int = 4
-    max_rounds: int = 3
+    max_rounds: int = 10
     seed: int = 0
 
 
@@ -92,13 +92,14 @@ def _count_strokes(scribbles: np.ndarray) -> int:
 
 def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, seed: int,
               preset: str = "paper"):
-    """Rounds of scribbles + refinement on one slice. Returns (mask, strokes, machine seconds)."""
+    """Rounds of scribbles + refinement on one slice. Returns (mask, strokes, seconds of each
+    refinement step)."""
     from segrefine.interaction import simulate_scribbles
     from segrefine.session import refine_slice
 
     mask = init > 0
     scribbles = np.zeros(mask.shape, np.uint8)
-    strokes, machine = 0, 0.0
+    strokes, steps = 0, []
     for r in range(user.max_rounds):
         new = simulate_scribbles(mask, gt > 0, seed=seed + r, min_size=user.min_error)
         if not new.any():
@@ -113,17 +114,18 @@ def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, s
             mask = graphcut_from_scratch(image, scribbles, spacing=spacing)
         else:
             mask = refine_slice(method, image, prob, mask, scribbles, spacing=spacing, preset=preset)
-        machine += time.perf_counter() - t
+        steps.append(time.perf_counter() - t)
         if not needs_refinement(mask, gt, user):
             break
-    return mask, strokes, machine
+    return mask, strokes, steps
 
 
 def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, uncertainty=None,
              label=None, spacing=(1.0, 1.0, 1.0), axis: int = 2, budget: float = 0.6,
              user: UserModel | None = None, times: TimeModel | None = None,
-             predict_seconds: float = 0.0, preset: str = "paper") -> dict:
-    """Simulate one case; returns the record written by ``segrefine simulate``."""
+             predict_seconds: float = 0.0, preset: str = "paper", patience: int = 3) -> dict:
+    """Simulate one case; returns the record written by ``segrefine simulate``. ``patience``:
+    the ugir strategies stop after this many consecutive slices that needed nothing (UGIR: 3)."""
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     user = user or UserModel()
@@ -144,12 +146,13 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
               "graphcut": "graphcut-scratch", "deepigeos": "rnet"}[strategy]
     mv = lambda a: np.moveaxis(a, axis, 0)  # noqa: E731 - slice views
     inspected = strokes = accepted = 0
+    step_ms: list[float] = []
     user_s, machine_s = 0.0, predict_seconds
     if strategy in ("ugir", "ugir-naive"):
         if uncertainty is None:
             raise InputError(f"strategy {strategy} needs an uncertainty map")
         sug = suggest(uncertainty, mask, axis=axis, budget=budget, naive=strategy == "ugir-naive")
-        queue = SuggestionQueue.from_suggestions(sug)
+        queue = SuggestionQueue.from_suggestions(sug, patience=patience)
         order = iter(lambda: queue.next(), None)
     else:
         queue = None
@@ -160,11 +163,12 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
         seg_k, gt_k = mv(mask)[k], mv(gt)[k]
         needed = needs_refinement(seg_k, gt_k, user)
         if needed:
-            new, s, m = fix_slice(mv(norm)[k], mv(prob)[k], seg_k, gt_k, method=method, user=user,
+            new, s, steps = fix_slice(mv(norm)[k], mv(prob)[k], seg_k, gt_k, method=method, user=user,
                                   spacing=sp2, seed=user.seed + 7919 * k, preset=preset)
             mv(mask)[k] = new
             strokes += s
-            machine_s += m
+            machine_s += sum(steps)
+            step_ms += [1000 * t for t in steps]
             user_s += s * times.scribble_s
         accepted += 1
         user_s += times.accept_s
@@ -173,6 +177,8 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
     return {"dice_before": dice_before, "dice_after": dice(mask, gt), "slices_inspected": inspected,
             "scribbles": strokes, "user_seconds": user_s, "machine_seconds": machine_s,
             "slices": n, "stopped_early": bool(queue.stopped_early) if queue else False,
+            "refine_steps": len(step_ms), "refine_ms_median": float(np.median(step_ms)) if step_ms else None,
+            "refine_ms": step_ms,
             "mask": mask}
 
 

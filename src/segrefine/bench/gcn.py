@@ -107,10 +107,106 @@ def speed(n_side: int = 42, seed: int = 0) -> dict:
             "total_s": t_build + t_train, "reference_build_s": t_ref, "build_speedup": t_ref / t_build}
 
 
+#: Dense-CRF settings tried on the tuning split (every combination).
+CRF_GRID = {"w_bilateral": (0.5, 1.0, 2.0, 5.0), "sxyz": (2.0, 5.0), "srgb": (0.25, 0.5, 1.0),
+            "w_gauss": (1.0, 3.0)}
+#: ROI margins (voxels) tried on the tuning split.
+MARGINS = (0, 1, 3, 6, 10)
+
+
+def tune(cases, model: Path, samples: int, tau: float, log=print) -> dict:
+    """Choose the dense CRF's parameters and look at the GCN's ROI margin on ``cases`` (``val``):
+    mean Dice of every CRF setting in :data:`CRF_GRID` and of the GCN at each of :data:`MARGINS`."""
+    import itertools
+
+    from segrefine.refine.crf import dense_crf
+    from segrefine.refine.gcn import mc_statistics, refine_gcn
+    from segrefine.uncertainty import Predictor
+
+    unet = Predictor("unet", models=[model], backend="torch")
+    mc = Predictor("mcdropout", models=[model], passes=samples)
+    names = list(CRF_GRID)
+    settings = [dict(zip(names, values)) for values in itertools.product(*CRF_GRID.values())]
+    crf_dice = np.zeros((len(settings), len(cases)))
+    margin_dice = np.zeros((len(MARGINS), len(cases)))
+    cnn = []
+    for c, case in enumerate(cases):
+        vol = io.load(case.image)
+        gt = np.asarray(io.load(case.label, finite=False).array) > 0
+        cnn.append(dice(unet(vol.array).label > 0, gt))
+        s = mc(vol.array, keep_samples=True).samples
+        e, _ = mc_statistics(s)
+        for i, params in enumerate(settings):
+            crf_dice[i, c] = dice(dense_crf(vol.array, e, spacing=vol.spacing, **params) > 0, gt)
+        for i, m in enumerate(MARGINS):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                refined, _ = refine_gcn(vol.array, s, tau=tau, spacing=vol.spacing, margin=m)
+            margin_dice[i, c] = dice(refined > 0, gt)
+    best = int(np.argmax(crf_dice.mean(1)))
+    out = {"cases": len(cases), "cnn_dice": float(np.mean(cnn)),
+           "crf": [{**p, "dice": float(d)} for p, d in zip(settings, crf_dice.mean(1))],
+           "crf_best": settings[best], "crf_best_dice": float(crf_dice[best].mean()),
+           "margin": {str(m): float(d) for m, d in zip(MARGINS, margin_dice.mean(1))}}
+    log(f"tuning on {len(cases)} cases: CNN {out['cnn_dice']:.4f}, best CRF {settings[best]} "
+        f"{out['crf_best_dice']:.4f}; GCN by margin " + ", ".join(f"{m}: {d:.4f}" for m, d in out["margin"].items()))
+    return out
+
+
+def memory(shape=(512, 512, 300), *, log=print) -> dict:
+    """Peak memory of :func:`refine_gcn` with its defaults on a synthetic CT-sized volume whose
+    structure spans the whole volume (so the ROI is the whole ``shape``), run in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"from segrefine.bench.gcn import _memory_probe; _memory_probe({tuple(int(v) for v in shape)!r})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    log(f"memory: {shape} ROI -> {result['n_nodes']} nodes in {result['n_graphs']} graphs, peak "
+        f"{result['peak_mb']:.0f} MB (inputs {result['inputs_mb']:.0f} MB), {result['seconds']:.0f} s")
+    return result
+
+
+def _memory_probe(shape) -> None:
+    """Child process of :func:`memory`: prints one JSON line."""
+    import json
+    import resource
+
+    from segrefine.refine.gcn import refine_gcn
+    from segrefine.uncertainty import binary_entropy
+
+    def rss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+    rng = np.random.default_rng(0)
+    c = [(s - 1) / 2 for s in shape]
+    e = np.empty(shape, np.float32)
+    h = np.empty(shape, np.float32)
+    image = np.empty(shape, np.float32)
+    ii, jj = np.ogrid[:shape[0], :shape[1]]
+    for k in range(shape[2]):  # plane by plane, so the probe's own temporaries stay small
+        r = np.sqrt(((ii - c[0]) / c[0]) ** 2 + ((jj - c[1]) / c[1]) ** 2 + ((k - c[2]) / c[2]) ** 2)
+        e[:, :, k] = 1 / (1 + np.exp(-(1 - r) * min(c)))  # ~1 voxel wide sigmoid at the surface
+        h[:, :, k] = binary_entropy(e[:, :, k])
+        image[:, :, k] = 100 * e[:, :, k] + rng.normal(0, 20, shape[:2])
+    inputs = rss_mb()
+    t = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, info = refine_gcn(image, prob=e, entropy=h)
+    print(json.dumps({"shape": list(shape), "inputs_mb": inputs, "peak_mb": rss_mb(),
+                      "seconds": time.perf_counter() - t,
+                      **{k: info[k] for k in ("n_nodes", "n_edges", "n_uncertain", "n_graphs", "node_set",
+                                              "seconds_graph", "seconds_train", "roi")},
+                      "warnings": [str(w.message) for w in caught]}))
+
+
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         splits_file: Path | None = None, samples: int = 20, tau: float = 0.8,
         max_cases: int | None = None, sweep_cases: int = 8, cache: Path = Path("bench_out/gcn"),
-        regimes=("full", "small"), log=print) -> dict:
+        regimes=("full", "small"), tune_split: str | None = "val", memory_shape=(512, 512, 300),
+        log=print) -> dict:
     from segrefine.nets.checkpoint import shipped_model
     from segrefine.uncertainty import Predictor
 
@@ -118,15 +214,20 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     models = {"full": shipped_model("unet")}
     if "small" in regimes:
         models["small"] = small_model(Path(images).parent, cache, log=log)
-    results, picture = {}, None
+    results, picture, tuning = {}, None, {}
     for regime in regimes:
         unet = Predictor("unet", models=[models[regime]], backend="torch")
         mc = Predictor("mcdropout", models=[models[regime]], passes=samples)
+        crf_params = None
+        if tune_split:
+            tuning[regime] = tune(cases_for(images, labels, tune_split, splits_file), models[regime], samples,
+                                  tau, log=log)
+            crf_params = tuning[regime]["crf_best"]
         recs = []
         for case in cases:
             vol = io.load(case.image)
             gt = np.asarray(io.load(case.label, finite=False).array) > 0
-            rec = evaluate_case(vol.array, gt, vol.spacing, unet, mc, tau=tau)
+            rec = evaluate_case(vol.array, gt, vol.spacing, unet, mc, tau=tau, crf_params=crf_params)
             maps = rec.pop("_maps")
             if picture is None or (regime == "small" and picture[0] != "small"):
                 picture = (regime, case.name, vol.array, gt, maps)
@@ -136,7 +237,8 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     sweep = tau_sweep(cases[:sweep_cases], models["small" if "small" in models else "full"], samples, log=log)
     data = {"benchmark": "gcn", "command": command_line(), "machine": machine(), "images": str(images),
             "split": split, "samples": samples, "tau": tau, "models": {k: str(v) for k, v in models.items()},
-            "summary": summarise(results), "tau_sweep": sweep, "speed": speed(), "results": results}
+            "summary": summarise(results), "tau_sweep": sweep, "speed": speed(), "tuning": tuning,
+            "memory": memory(memory_shape, log=log) if memory_shape else None, "results": results}
     write_json(out_json, data)
     write_text(Path(out_json).with_suffix(".md"), table_markdown(data))
     plot_sweep(Path(out_json).with_name(Path(out_json).stem + "_tau.png"), sweep)
@@ -206,6 +308,18 @@ def table_markdown(data: dict) -> str:
                  f"graph build {sec['graph_build']:.2f}, GCN training {sec['gcn_training']:.2f}, CRF {sec['crf']:.2f}; "
                  f"graph {s['graph']['nodes']:.0f} nodes, {s['graph']['edges']:.0f} edges, "
                  f"{s['graph']['uncertain']:.0f} uncertain nodes (means).\n")
+    for regime, t in (data.get("tuning") or {}).items():
+        best = ", ".join(f"{k} {v:g}" for k, v in t["crf_best"].items())
+        text += (f"\nTuning ({regime} regime, {t['cases']} `val` cases, CNN {t['cnn_dice'] * 100:.2f} %): dense CRF "
+                 f"best of {len(t['crf'])} settings: {best} ({t['crf_best_dice'] * 100:.2f} %); GCN Dice by ROI "
+                 "margin: " + ", ".join(f"{m}: {d * 100:.2f} %" for m, d in t["margin"].items()) + ".\n")
+    mem = data.get("memory")
+    if mem:
+        text += (f"\nMemory on a synthetic {'x'.join(map(str, mem['shape']))} volume whose structure spans it "
+                 f"(ROI {'x'.join(str(b - a) for a, b in mem['roi'])}): {mem['node_set']} node set, "
+                 f"{mem['n_nodes']} nodes / {mem['n_edges']} edges in {mem['n_graphs']} graph(s), peak "
+                 f"{mem['peak_mb']:.0f} MB (of which the input volumes {mem['inputs_mb']:.0f} MB), "
+                 f"{mem['seconds']:.0f} s.\n")
     sp = data["speed"]
     text += (f"\nSpeed on a synthetic ROI of {sp['nodes']} nodes / {sp['edges']} edges: graph build "
              f"{sp['build_s']:.2f} s (per-node reference build {sp['reference_build_s']:.1f} s, "

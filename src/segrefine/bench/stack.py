@@ -34,7 +34,8 @@ KEYS = ("dice_before", "dice_after", "assd_after", "slices_inspected", "scribble
 
 def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = None,
                    budget: float = 0.6, user: UserModel | None = None, times: TimeModel | None = None,
-                   predictions: dict | None = None, on_case=None, preset: str = "paper") -> dict:
+                   predictions: dict | None = None, on_case=None, preset: str = "paper",
+                   patience: int = 3) -> dict:
     """Run ``strategy`` on every case; ``predictions`` caches MG-Net outputs across strategies."""
     from segrefine.uncertainty import Predictor
 
@@ -57,7 +58,7 @@ def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = N
             kw = dict(prob=cached["prob"], uncertainty=cached["uncertainty"], label=cached["label"],
                       predict_seconds=cached["seconds"])
         rec = run_case(vol.array, gt, strategy, spacing=vol.spacing, budget=budget, user=user,
-                       times=times, preset=preset, **kw)
+                       times=times, preset=preset, patience=patience, **kw)
         mask = rec.pop("mask")
         rec["assd_after"] = assd(mask, gt, vol.spacing)
         if out_dir is not None:
@@ -71,13 +72,54 @@ def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = N
         vals = np.asarray([r[k] for r in records], float)
         mean[k] = float(np.nanmean(vals))
         mean[f"{k}_sd"] = float(np.nanstd(vals))
-    return {"strategy": strategy, "preset": preset, "cases": records, "mean": mean, **settings(user, times)}
+    pooled = [ms for r in records for ms in r["refine_ms"]]
+    mean["refine_steps"] = len(pooled)
+    mean["refine_ms_median"] = float(np.median(pooled)) if pooled else None
+    mean["refine_ms_p95"] = float(np.percentile(pooled, 95)) if pooled else None
+    return {"strategy": strategy, "preset": preset, "patience": patience, "cases": records, "mean": mean,
+            **settings(user, times)}
+
+
+def budget_sweep(cases: list[Case], budgets=(0.2, 0.4, 0.6, 0.8, 1.0), *, preset: str = "paper",
+                 log=print) -> dict:
+    """UGIR and UGIR(*) at several budgets M', and sequential inspection, on ``cases`` (the
+    ``val`` split: M' is chosen there, as in the paper)."""
+    predictions: dict = {}
+    keys = ("dice_before", "dice_after", "user_seconds", "slices_inspected", "scribbles")
+    seq = simulate_cases(cases, "sequential", predictions=predictions, preset=preset)["mean"]
+    out = {"cases": len(cases), "sequential": {k: seq[k] for k in keys}, "ugir": {}, "ugir-naive": {}}
+    for b in budgets:
+        for s in ("ugir", "ugir-naive"):
+            res = simulate_cases(cases, s, budget=b, predictions=predictions, preset=preset)
+            out[s][str(b)] = {k: res["mean"][k] for k in keys}
+            out[s][str(b)]["stopped_early"] = int(sum(c["stopped_early"] for c in res["cases"]))
+        log(f"budget {b}: UGIR Dice {out['ugir'][str(b)]['dice_after']:.4f} "
+            f"(sequential {seq['dice_after']:.4f})")
+    return out
+
+
+def budget_markdown(sweep: dict) -> str:
+    seq = sweep["sequential"]
+    rows = [["sequential (all slices)", f"{seq['dice_after'] * 100:.2f}", f"{seq['user_seconds']:.1f}",
+             f"{seq['slices_inspected']:.1f}", "–"]]
+    for s, name in (("ugir", "UGIR"), ("ugir-naive", "UGIR(*)")):
+        for b, r in sweep[s].items():
+            rows.append([f"{name}, M' = {b}", f"{r['dice_after'] * 100:.2f}", f"{r['user_seconds']:.1f}",
+                         f"{r['slices_inspected']:.1f}", f"{r['stopped_early']} / {sweep['cases']}"])
+    return markdown_table(["strategy", "Dice after (%)", "user time (s)", "slices inspected",
+                           "stopped early"], rows) + (
+        f"\n{sweep['cases']} `val` cases (initial Dice {seq['dice_before'] * 100:.2f} %).\n")
 
 
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         splits_file: Path | None = None, strategies=STRATEGIES, max_cases: int | None = None,
-        budget: float = 0.6, fetal_dir: Path | None = None, preset: str = "paper", log=print) -> dict:
+        budget: float = 0.6, fetal_dir: Path | None = None, preset: str = "paper",
+        tune_split: str | None = None, patiences=(), log=print) -> dict:
     cases = cases_for(images, labels, split, splits_file)[:max_cases]
+    sweep = None
+    if tune_split:
+        log(f"budget sweep on the {tune_split} split")
+        sweep = budget_sweep(cases_for(images, labels, tune_split, splits_file), preset=preset, log=log)
     predictions: dict = {}
     results = {}
     for s in strategies:
@@ -85,9 +127,15 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
         results[s] = simulate_cases(cases, s, budget=budget, predictions=predictions, preset=preset)
         log(f"{s}: Dice {results[s]['mean']['dice_after']:.4f}, user "
             f"{results[s]['mean']['user_seconds']:.1f} s ({time.perf_counter() - t:.0f} s)")
+    for pat in patiences:  # sensitivity of UGIR to its early-stop patience (the paper: 3)
+        if pat != 3:
+            results[f"ugir-patience{pat}"] = simulate_cases(cases, "ugir", budget=budget, predictions=predictions,
+                                                           preset=preset, patience=pat)
     data = {"benchmark": "stack", "command": command_line(), "machine": machine(),
             "images": str(images), "split": split, "budget": budget, "preset": preset, "cases": len(cases),
             "results": results}
+    if sweep is not None:
+        data["budget_sweep"] = {"split": tune_split, **sweep}
     if fetal_dir is not None and Path(fetal_dir).is_dir():
         data["fetal"] = fetal_suggestions(Path(fetal_dir), Path(out_json).parent, budget=budget)
     write_json(out_json, data)
@@ -96,19 +144,29 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     return data
 
 
+def _ms(v) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
 def table_markdown(data: dict) -> str:
     rows = []
     names = {"ugir": "UGIR", "ugir-naive": "UGIR(*) (ν*)", "sequential": "UGIR(-U) (sequential)",
              "graphcut": "Graph Cut (scratch)", "deepigeos": "DeepIGeoS (R-Net)"}
+    names.update({s: f"UGIR, early stop after {s[len('ugir-patience'):]}" for s in data["results"]
+                  if s.startswith("ugir-patience")})
     for s, res in data["results"].items():
         col = lambda k, scale=1.0: mean_sd([c[k] * scale for c in res["cases"]])
         rows.append([names.get(s, s), col("dice_before", 100), col("dice_after", 100), col("assd_after"),
-                     col("slices_inspected"), col("scribbles"), col("user_seconds"), col("machine_seconds")])
+                     col("slices_inspected"), col("scribbles"), col("user_seconds"), col("machine_seconds"),
+                     _ms(res["mean"].get("refine_ms_median")), _ms(res["mean"].get("refine_ms_p95"))])
     header = ["strategy", "Dice before (%)", "Dice after (%)", "ASSD after (mm)", "slices inspected",
-              "scribbles", "user time (s)", "machine time (s)"]
+              "scribbles", "user time (s)", "machine time (s)", "ms / refinement (median)", "(p95)"]
     m = data["machine"]
-    return (markdown_table(header, rows) + f"\n{data['cases']} cases, budget {data['budget']}. "
+    text = (markdown_table(header, rows) + f"\n{data['cases']} cases, budget {data['budget']}. "
             f"Machine: {m['cpu']}, {m['cores']} cores. Command: `{data['command']}`\n")
+    if "budget_sweep" in data:
+        text += "\nBudget M' on the tuning split:\n\n" + budget_markdown(data["budget_sweep"])
+    return text
 
 
 def plot_dice_vs_time(path: Path, data: dict) -> Path:

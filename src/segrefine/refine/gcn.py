@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 
 import cc3d
@@ -56,8 +56,17 @@ from segrefine.uncertainty import binary_entropy
 #: largest component. Three voxels hold a boundary error of up to 3 voxels (the
 #: half-width of the authors' 5x7x7 dilation of the uncertain region is 2-3).
 DEFAULT_MARGIN = 3
-#: Box that dilates the uncertain region for the reduced node set (``reduced=True``).
+#: Box that dilates the uncertain region for the ``reduced`` and ``band`` node sets.
 REDUCED_DILATION = (5, 7, 7)
+#: Node sets: ``roi`` every ROI voxel; ``reduced`` the authors' set (the uncertain
+#: region dilated by :data:`REDUCED_DILATION`, united with ``E > 0.5``); ``band``
+#: the dilated uncertain region alone (confident voxels near the uncertain ones).
+NODE_SETS = ("roi", "reduced", "band")
+#: Most nodes in one graph. A graph costs about 1 kB per node at its build peak
+#: (docs/benchmarks.md), so 2 M nodes stay near 2 GB; larger node sets switch to
+#: the ``band`` set and, if still larger, are cut into slabs of at most this many
+#: nodes, one GCN per slab.
+DEFAULT_MAX_NODES = 2_000_000
 #: Probabilities are clipped to [ε, 1 - ε] before the KL divergence (finite logits).
 PROB_EPS = 1e-6
 
@@ -309,7 +318,23 @@ class _Inputs:
     sigmas: tuple[float, float, float] | None
 
 
-def _prepare(image, expectation, entropy, prediction, *, tau, margin, spacing, k, seed, reduced,
+def _node_mask(nodes: str, e_roi: np.ndarray, h_roi: np.ndarray, tau: float) -> np.ndarray:
+    if nodes == "roi":
+        return np.ones(e_roi.shape, dtype=bool)
+    # a box dilation is separable: a maximum filter runs it as three 1D passes
+    mask = ndimage.maximum_filter((h_roi > tau).view(np.uint8), size=REDUCED_DILATION, mode="constant") > 0
+    if nodes == "reduced":
+        mask |= e_roi > 0.5
+    return mask
+
+
+def _check_nodes(nodes) -> str:
+    if nodes not in NODE_SETS:
+        raise InputError(f"nodes must be one of {', '.join(NODE_SETS)}, got {nodes!r}")
+    return nodes
+
+
+def _prepare(image, expectation, entropy, prediction, *, tau, margin, spacing, k, seed, nodes,
              sigmas) -> _Inputs:
     image = _volume("image", image)
     expectation = _unit_interval("expectation", _volume("expectation", expectation, shape=image.shape))
@@ -320,14 +345,8 @@ def _prepare(image, expectation, entropy, prediction, *, tau, margin, spacing, k
     if roi is None:
         raise InputError("prediction is empty: there is no structure to build a graph around")
     crops = [np.asarray(a[roi]) for a in (image, expectation, entropy, prediction)]
-    e_roi, h_roi = crops[1], crops[2]
-    if reduced:
-        uncertain = h_roi > tau
-        mask = ndimage.binary_dilation(uncertain, structure=np.ones(REDUCED_DILATION, dtype=bool))
-        mask |= e_roi > 0.5
-    else:
-        mask = np.ones(e_roi.shape, dtype=bool)
-    return _Inputs(roi=roi, image=crops[0], expectation=e_roi, entropy=h_roi, prediction=crops[3] != 0,
+    mask = _node_mask(_check_nodes(nodes), crops[1], crops[2], tau)
+    return _Inputs(roi=roi, image=crops[0], expectation=crops[1], entropy=crops[2], prediction=crops[3] != 0,
                    mask=mask, spacing=_check_spacing(spacing), tau=tau, k=_check_int("k", k, 0),
                    seed=_check_seed(seed), sigmas=_check_sigmas(sigmas))
 
@@ -384,10 +403,12 @@ def kipf_normalise(n: int, edges: np.ndarray, weights: np.ndarray) -> torch.Tens
     deg = 1.0 + np.bincount(lo, w, minlength=n) + np.bincount(hi, w, minlength=n)
     dinv = 1.0 / np.sqrt(deg)
     off = w * dinv[lo] * dinv[hi]
-    diag = np.arange(n)
-    rows = np.concatenate([lo, hi, diag])
-    cols = np.concatenate([hi, lo, diag])
+    itype = np.int32 if 2 * lo.size + n < 2**31 else np.int64
+    diag = np.arange(n, dtype=itype)
+    rows = np.concatenate([lo, hi, diag]).astype(itype, copy=False)
+    cols = np.concatenate([hi, lo, diag]).astype(itype, copy=False)
     vals = np.concatenate([off, off, 1.0 / deg]).astype(np.float32)
+    del off, deg, dinv
     m = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
     m.sort_indices()
     return _to_torch_csr(m)
@@ -395,7 +416,7 @@ def kipf_normalise(n: int, edges: np.ndarray, weights: np.ndarray) -> torch.Tens
 
 def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
                 prediction: np.ndarray, *, tau: float = 0.8, margin=DEFAULT_MARGIN, spacing=None,
-                k: int = 16, seed: int | None = 0, reduced: bool = False, sigmas=None) -> Graph:
+                k: int = 16, seed: int | None = 0, nodes: str = "roi", sigmas=None) -> Graph:
     """The partially labelled, weighted graph of the paper, built with array operations.
 
     Parameters
@@ -419,10 +440,10 @@ def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
         Random long-range partners of each node (default 16, the paper's).
     seed : int or None
         Seed of the ``numpy`` generator that pairs the nodes.
-    reduced : bool
-        Use the authors' reduced node set (the uncertain region dilated by a
-        :data:`REDUCED_DILATION` box, united with ``E > 0.5``) instead of every
-        ROI voxel.
+    nodes : {"roi", "reduced", "band"}
+        Node set (:data:`NODE_SETS`): every ROI voxel (default), the authors'
+        reduced set (the uncertain region dilated by a :data:`REDUCED_DILATION`
+        box, united with ``E > 0.5``), or that dilated band alone.
     sigmas : (σ_e, σ_i, σ_p) or None
         Fixed similarity scales; None = the mean of each distance over the edges.
 
@@ -432,7 +453,7 @@ def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
 
     Notes
     -----
-    Nodes are the ROI voxels (or the reduced set), with features
+    Nodes are the ROI voxels (or the chosen subset), with features
     ``[(V - μ)/s, E, H]``. Node ``a`` is labelled ``Y_a`` if ``H_a ≤ τ`` and -1
     otherwise.
 
@@ -461,7 +482,13 @@ def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
     ``Â = D^{-1/2} (A + I) D^{-1/2}`` (see :func:`kipf_normalise`).
     """
     inp = _prepare(image, expectation, entropy, prediction, tau=tau, margin=margin, spacing=spacing,
-                   k=k, seed=seed, reduced=reduced, sigmas=sigmas)
+                   k=k, seed=seed, nodes=nodes, sigmas=sigmas)
+    return _build(inp)
+
+
+def _build(inp: _Inputs) -> Graph:
+    """:func:`build_graph` on prepared inputs. Temporaries are kept narrow (int32 node ids,
+    one edge-length float64 array per term) because the edge arrays set the peak memory."""
     roi_shape = inp.mask.shape
     nodes = np.flatnonzero(inp.mask)
     n = nodes.size
@@ -475,30 +502,49 @@ def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
     labels = np.where(h > inp.tau, -1, inp.prediction.ravel()[nodes]).astype(np.int8)
 
     # face neighbours: node ids on the ROI grid, then consecutive pairs along each axis
-    index = np.full(roi_shape, -1, dtype=np.int64)
-    index.ravel()[nodes] = np.arange(n)
+    itype = np.int32 if n < 2**31 else np.int64
+    index = np.full(roi_shape, -1, dtype=itype)
+    index.ravel()[nodes] = np.arange(n, dtype=itype)
     pairs = []
     for axis in range(3):
         a = np.take(index, np.arange(roi_shape[axis] - 1), axis=axis).ravel()
         b = np.take(index, np.arange(1, roi_shape[axis]), axis=axis).ravel()
         keep = (a >= 0) & (b >= 0)
         pairs.append((a[keep], b[keep]))  # C order: a < b
+    del index, a, b, keep
     rand = _random_pairs(n, inp.k, inp.seed)
     rand = rand[rand[:, 0] != rand[:, 1]]
     pairs.append((rand.min(axis=1), rand.max(axis=1)))
-    keys = np.sort(np.concatenate([lo * n + hi for lo, hi in pairs]))
+    del rand
+    keys = np.concatenate([lo.astype(np.int64) * n + hi for lo, hi in pairs])
+    del pairs
+    keys.sort()
     keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # sort + dedupe: faster than np.unique
-    lo, hi = keys // n, keys % n
-    edges = np.stack([lo, hi], axis=1)
+    edges = np.empty((keys.size, 2), dtype=itype)
+    edges[:, 0], edges[:, 1] = np.divmod(keys, n)
+    del keys
+    lo, hi = edges[:, 0], edges[:, 1]
 
+    # the three distances, each scaled by its σ and summed into one exponent
     p = np.clip(e, PROB_EPS, 1 - PROB_EPS)
     logit = np.log2(p / (1 - p))
     d_e = (p[lo] - p[hi]) * (logit[lo] - logit[hi])
     d_i = np.abs(z[lo] - z[hi])
-    coords = np.stack(np.unravel_index(nodes, roi_shape), axis=1).astype(np.float64) * inp.spacing
-    d_p = np.sqrt(((coords[lo] - coords[hi]) ** 2).sum(axis=1))
+    d_p = np.zeros(lo.size)
+    for axis, c in enumerate(np.unravel_index(nodes, roi_shape)):
+        diff = (c[lo].astype(np.float64) - c[hi]) * float(inp.spacing[axis])
+        d_p += diff * diff
+        del diff
+    np.sqrt(d_p, out=d_p)
     s = inp.sigmas or (_scale(d_e), _scale(d_i), _scale(d_p))
-    weights = np.exp(-(d_e / s[0] + d_i / s[1] + d_p / s[2])).astype(np.float32)
+    exponent = d_e
+    exponent /= -s[0]
+    exponent -= d_i / s[1]
+    del d_i
+    exponent -= d_p / s[2]
+    del d_p
+    weights = np.exp(exponent).astype(np.float32)
+    del exponent
 
     return Graph(roi=inp.roi, roi_shape=tuple(roi_shape), nodes=nodes, features=features,
                  labels=labels, edges=edges, weights=weights,
@@ -507,7 +553,7 @@ def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
 
 def build_graph_reference(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
                           prediction: np.ndarray, *, tau: float = 0.8, margin=DEFAULT_MARGIN,
-                          spacing=None, k: int = 16, seed: int | None = 0, reduced: bool = False,
+                          spacing=None, k: int = 16, seed: int | None = 0, nodes: str = "roi",
                           sigmas=None) -> Graph:
     """:func:`build_graph` written with per-node Python loops (a test oracle and speed baseline).
 
@@ -520,7 +566,7 @@ def build_graph_reference(image: np.ndarray, expectation: np.ndarray, entropy: n
     one to two orders of magnitude slower.
     """
     inp = _prepare(image, expectation, entropy, prediction, tau=tau, margin=margin, spacing=spacing,
-                   k=k, seed=seed, reduced=reduced, sigmas=sigmas)
+                   k=k, seed=seed, nodes=nodes, sigmas=sigmas)
     si, sj, sk = inp.mask.shape
     voxel_node: dict[tuple[int, int, int], int] = {}
     node_voxel: list[tuple[int, int, int]] = []
@@ -917,8 +963,9 @@ def train_gcn(graph: Graph, *, epochs: int = 200, lr: float = 1e-2, weight_decay
 def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np.ndarray | None = None,
                entropy: np.ndarray | None = None, prediction: np.ndarray | None = None,
                tau: float = 0.8, spacing=None, margin=DEFAULT_MARGIN, k: int = 16,
-               reduced: bool = False, sigmas=None, epochs: int = 200, lr: float = 1e-2,
-               weight_decay: float = 1e-5, seed: int = 0, backend: str = "torch") -> tuple[np.ndarray, dict]:
+               nodes: str = "roi", max_nodes: int | None = DEFAULT_MAX_NODES, sigmas=None,
+               epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-5, seed: int = 0,
+               backend: str = "torch") -> tuple[np.ndarray, dict]:
     """Refine a binary segmentation with the uncertainty-based GCN of Soberanis-Mukul et al.
 
     Parameters
@@ -938,8 +985,15 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
         The segmentation to refine (foreground = non-zero); None = ``E > 0.5``.
     tau : float
         Entropy threshold ``τ`` in (0, 1] (the paper: 0.8).
-    spacing, margin, k, reduced, sigmas
+    spacing, margin, k, nodes, sigmas
         Graph options, see :func:`build_graph`.
+    max_nodes : int or None
+        Most nodes in one graph (default :data:`DEFAULT_MAX_NODES`; None = no
+        limit). A larger node set (a CT-sized ROI) switches to the ``band``
+        node set with a ``UserWarning``; a band still larger is cut into slabs
+        along the ROI's longest axis, each with at most ``max_nodes`` nodes and
+        its own GCN (its own random edges and σ's). Peak memory then depends on
+        ``max_nodes``, not on the ROI size.
     epochs, lr, weight_decay, seed, backend
         Training options, see :func:`train_gcn`.
 
@@ -952,8 +1006,10 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
         ``seconds_graph``, ``seconds_train``, ``seconds_total``, ``n_nodes``,
         ``n_edges`` (undirected, without self-loops), ``n_uncertain``,
         ``n_labelled``, ``n_changed`` (voxels whose label changed), ``roi``
-        (``[(start, stop)] * 3`` or None), ``sigmas``, ``tau`` and ``reason``:
-        None when the GCN ran, else why the prediction was returned unchanged.
+        (``[(start, stop)] * 3`` or None), ``sigmas`` (of the first graph),
+        ``tau``, ``node_set`` (the one used), ``n_graphs`` (slabs; 1 normally)
+        and ``reason``: None when the GCN ran, else why the prediction was
+        returned unchanged.
 
     Notes
     -----
@@ -999,12 +1055,15 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
     _check_int("k", k, 0)
     _check_sigmas(sigmas)
     _check_seed(seed)
+    _check_nodes(nodes)
+    if max_nodes is not None:
+        max_nodes = _check_int("max_nodes", max_nodes, 1)
     _check_training(epochs, lr, weight_decay, backend)
 
     refined = pred.astype(np.uint8)
     info = {"seconds_graph": 0.0, "seconds_train": 0.0, "seconds_total": 0.0, "n_nodes": 0,
             "n_edges": 0, "n_uncertain": 0, "n_labelled": 0, "n_changed": 0, "roi": None,
-            "sigmas": None, "tau": tau, "reason": None}
+            "sigmas": None, "tau": tau, "node_set": nodes, "n_graphs": 0, "reason": None}
 
     def unchanged(reason: str, warn: bool):
         if warn:
@@ -1017,25 +1076,75 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
         return unchanged("empty prediction: no structure to refine", True)
 
     t0 = time.perf_counter()
-    graph = build_graph(image, e, h, pred, tau=tau, margin=margin, spacing=spacing, k=k, seed=seed,
-                        reduced=reduced, sigmas=sigmas)
-    info.update(seconds_graph=time.perf_counter() - t0, n_nodes=graph.n_nodes, n_edges=graph.n_edges,
-                n_uncertain=graph.n_uncertain, n_labelled=graph.n_labelled,
-                roi=[(s.start, s.stop) for s in graph.roi], sigmas=list(graph.sigmas))
-    if graph.n_uncertain == 0:
-        return unchanged(f"no uncertain node (H > {tau:g}) in the ROI: nothing to relabel", False)
-    classes = np.unique(graph.labels[graph.labels >= 0])
-    if classes.size < 2:
-        which = "none" if classes.size == 0 else ("foreground" if classes[0] == 1 else "background")
-        return unchanged(f"the confident nodes of the ROI hold {which} only (one class or none): "
-                         f"the GCN has nothing to separate", True)
-
-    fit = train_gcn(graph, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed, backend=backend)
-    info["seconds_train"] = fit.seconds
-    uncertain = graph.labels < 0
-    where = tuple(v[uncertain] for v in graph.voxels())
-    new = (fit.prob[uncertain] > 0.5).astype(np.uint8)
-    info["n_changed"] = int((refined[where] != new).sum())
-    refined[where] = new
+    inp = _prepare(image, e, h, pred, tau=tau, margin=margin, spacing=spacing, k=k, seed=seed,
+                   nodes=nodes, sigmas=sigmas)
+    info["roi"] = [(s.start, s.stop) for s in inp.roi]
+    n_set = int(inp.mask.sum())
+    if max_nodes is not None and n_set > max_nodes and nodes != "band":
+        inp.mask = _node_mask("band", inp.expectation, inp.entropy, tau)
+        info["node_set"] = "band"
+        warnings.warn(f"refine_gcn: the {nodes} node set has {n_set} nodes > max_nodes = {max_nodes}; "
+                      f"using the uncertain region dilated by {REDUCED_DILATION} ({int(inp.mask.sum())} "
+                      f"nodes)", stacklevel=2)
+    parts = _slabs(inp, max_nodes)
+    info["seconds_graph"] += time.perf_counter() - t0
+    reasons = []
+    for part in parts:
+        t0 = time.perf_counter()
+        graph = _build(part)
+        info["seconds_graph"] += time.perf_counter() - t0
+        info["n_graphs"] += 1
+        info["n_nodes"] += graph.n_nodes
+        info["n_edges"] += graph.n_edges
+        info["n_uncertain"] += graph.n_uncertain
+        info["n_labelled"] += graph.n_labelled
+        if info["sigmas"] is None:
+            info["sigmas"] = list(graph.sigmas)
+        if graph.n_uncertain == 0:
+            reasons.append((f"no uncertain node (H > {tau:g}) in the ROI: nothing to relabel", False))
+            continue
+        classes = np.unique(graph.labels[graph.labels >= 0])
+        if classes.size < 2:
+            which = "none" if classes.size == 0 else ("foreground" if classes[0] == 1 else "background")
+            reasons.append((f"the confident nodes of the ROI hold {which} only (one class or none): "
+                            f"the GCN has nothing to separate", True))
+            continue
+        fit = train_gcn(graph, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed, backend=backend)
+        info["seconds_train"] += fit.seconds
+        uncertain = graph.labels < 0
+        where = tuple(v[uncertain] for v in graph.voxels())
+        new = (fit.prob[uncertain] > 0.5).astype(np.uint8)
+        info["n_changed"] += int((refined[where] != new).sum())
+        refined[where] = new
+        del graph, fit
+    if len(reasons) == len(parts):  # no graph was trained: say why (the first graph's reason)
+        return unchanged(*reasons[0])
     info["seconds_total"] = time.perf_counter() - start
     return refined, info
+
+
+def _slabs(inp: _Inputs, max_nodes: int | None) -> list[_Inputs]:
+    """Cut ``inp`` along its longest axis into slabs of at most ``max_nodes`` nodes (whole planes;
+    a single plane over the limit stays one slab)."""
+    total = int(inp.mask.sum())
+    if max_nodes is None or total <= max_nodes:
+        return [inp]
+    axis = int(np.argmax(inp.mask.shape))
+    per_plane = inp.mask.sum(axis=tuple(a for a in range(3) if a != axis))
+    bounds, start, count = [], 0, 0
+    for i, c in enumerate(per_plane):
+        if count and count + c > max_nodes:
+            bounds.append((start, i))
+            start, count = i, 0
+        count += int(c)
+    bounds.append((start, len(per_plane)))
+    parts = []
+    for lo, hi in bounds:
+        cut = [slice(None)] * 3
+        cut[axis] = slice(lo, hi)
+        cut = tuple(cut)
+        roi = list(inp.roi)
+        roi[axis] = slice(inp.roi[axis].start + lo, inp.roi[axis].start + hi)
+        parts.append(replace(inp, roi=tuple(roi), image=inp.image[cut], expectation=inp.expectation[cut],
+                             entropy=inp.entropy[cut], prediction=inp.prediction[cut], mask=inp.mask[cut]))
+    return parts
