@@ -10,9 +10,9 @@ import torch
 from segrefine.errors import InputError
 from segrefine.metrics import dice
 from segrefine.refine.gcn import (
+    GCN,
     _prepare,
     _slabs,
-    GCN,
     build_graph,
     build_graph_reference,
     kipf_normalise,

@@ -4,8 +4,8 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from segrefine import io
 from segrefine.uncertainty import Predictor, binary_entropy
 

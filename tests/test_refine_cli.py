@@ -1,7 +1,6 @@
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 

@@ -1,6 +1,5 @@
 import nibabel as nib
 import numpy as np
-
 from conftest import run_cli
 
 

@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from segrefine.errors import InputError
 from segrefine.simulate import TimeModel, UserModel, needs_refinement, run_case
 

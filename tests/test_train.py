@@ -1,8 +1,8 @@
 import json
 
 import torch
-
 from conftest import run_cli
+
 from segrefine.nets.checkpoint import load_network
 
 

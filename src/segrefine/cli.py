@@ -64,7 +64,8 @@ def train(
     Example: segrefine train --dataset ../shared/data/hippocampus --arch mgnet --out mgnet.pt
     """
     from segrefine.datasets import split_cases
-    from segrefine.nets.train import TrainConfig, train as run_train
+    from segrefine.nets.train import TrainConfig
+    from segrefine.nets.train import train as run_train
 
     if arch not in ("mgnet", "unet", "rnet"):
         raise InputError(f"--arch must be mgnet, unet or rnet, got {arch!r}")
@@ -188,7 +189,7 @@ def refine(
     from segrefine.refine.volume import refine_volume
 
     vol = io.load(input)
-    p = _load_like(prob, vol, "--prob")
+    p = _load_like(prob, vol, "--prob", unit_interval=True)
     s = io.load(scribbles, finite=False)
     if s.shape != vol.shape:
         raise InputError(f"--scribbles {scribbles}: shape {s.shape} differs from the image's {vol.shape}")
@@ -248,7 +249,7 @@ def refine_gcn_cmd(
                                  f"the image's {vol.shape}")
             kw["samples"] = arr
         elif prob is not None:
-            kw["prob"] = _load_like(prob, vol, "--prob")
+            kw["prob"] = _load_like(prob, vol, "--prob", unit_interval=True)
             if uncertainty is not None:
                 kw["entropy"] = _load_like(uncertainty, vol, "--uncertainty")
         else:
@@ -302,10 +303,8 @@ def suggest(
         pred = Predictor("mgnet", axis=axis)(vol.array)
         p, u, y = pred.prob, pred.uncertainty, pred.label
     else:
-        p = _load_like(prob, vol, "--prob")
+        p = _load_like(prob, vol, "--prob", unit_interval=True)
         u = _load_like(uncertainty, vol, "--uncertainty")
-        if p.min() < 0 or p.max() > 1:
-            raise InputError(f"--prob {prob}: values must lie in [0, 1], got [{p.min():.3g}, {p.max():.3g}]")
         y = _load_like(seg, vol, "--seg") if seg is not None else (p > 0.5)
     out = rank(u, np.asarray(y), axis=axis, budget=budget, naive=naive)
     out["image"] = str(input)
@@ -314,13 +313,12 @@ def suggest(
     console.print(f"{out['budget_slices']} of {len(out['slices'])} slices in the budget; top: {top}")
 
 
-def _load_like(path: Path, ref, what: str):
+def _load_like(path: Path, ref, what: str, *, unit_interval: bool = False):
+    """A map file checked against the image ``ref`` (shape, finite, optionally [0, 1]) as float32."""
     from segrefine import io
+    from segrefine.validate import image_map
 
-    vol = io.load(path)
-    if vol.shape != ref.shape:
-        raise InputError(f"{what} {path}: shape {vol.shape} differs from the image's {ref.shape}")
-    return vol.array.astype("float32")
+    return image_map(io.load(path).array, f"{what} {path}:", ref.shape, unit_interval=unit_interval)
 
 
 @app.command()

@@ -137,7 +137,7 @@ class SuggestionQueue:
     stopped_early: bool = False
 
     @classmethod
-    def from_suggestions(cls, suggestions: dict, patience: int = 3) -> "SuggestionQueue":
+    def from_suggestions(cls, suggestions: dict, patience: int = 3) -> SuggestionQueue:
         return cls([s["index"] for s in suggestions["slices"]], suggestions["budget_slices"], patience)
 
     @property

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -53,7 +53,7 @@ class Volume:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
 
-    def with_array(self, array: np.ndarray) -> "Volume":
+    def with_array(self, array: np.ndarray) -> Volume:
         """A volume with the same geometry holding another array (same shape)."""
         if array.shape[:3] != self.array.shape[:3]:
             raise InputError(

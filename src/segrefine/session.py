@@ -35,6 +35,7 @@ from segrefine import io
 from segrefine.errors import InputError
 from segrefine.guidance import SuggestionQueue, suggest
 from segrefine.preprocess import normalise
+from segrefine.validate import image_map
 
 REFINE_METHODS = ("idrlse", "graphcut", "rnet")
 
@@ -77,9 +78,8 @@ def _bbox(diff: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def _save_npz(path: Path, **arrays) -> None:
     """Uncompressed (compression cost ~15 ms per write on a 192x192x19 stack)."""
-    with io.atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    with io.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def preset_params(preset: str, method: str) -> dict:
@@ -132,7 +132,7 @@ class Session:
     # ------------------------------------------------------------------ creation
     @classmethod
     def create(cls, folder: str | Path, image: str | Path | io.Volume, *, axis: int = 2,
-               method: str = "idrlse", budget: float = 0.6, preset: str = "paper") -> "Session":
+               method: str = "idrlse", budget: float = 0.6, preset: str = "paper") -> Session:
         """Start a session on an image file (or a loaded :class:`Volume`)."""
         folder = Path(folder)
         if (folder / "meta.json").exists():
@@ -158,7 +158,7 @@ class Session:
         return session
 
     @classmethod
-    def open(cls, folder: str | Path) -> "Session":
+    def open(cls, folder: str | Path) -> Session:
         """Reopen a persisted session exactly where it was."""
         folder = Path(folder)
         meta_path = folder / "meta.json"
@@ -218,15 +218,8 @@ class Session:
 
     def set_maps(self, prob: np.ndarray, uncertainty: np.ndarray, segmentation: np.ndarray | None = None) -> Change:
         """Use another model's probability and uncertainty (and optional segmentation)."""
-        prob = np.asarray(prob, np.float32)
-        uncertainty = np.asarray(uncertainty, np.float32)
-        for what, arr in (("prob", prob), ("uncertainty", uncertainty)):
-            if arr.shape != self.image.shape:
-                raise InputError(f"{what} shape {arr.shape} differs from the image's {self.image.shape}")
-            if not np.isfinite(arr).all():
-                raise InputError(f"{what} holds NaN or inf values")
-        if prob.min() < 0 or prob.max() > 1:
-            raise InputError(f"prob values must lie in [0, 1], got [{prob.min():.3g}, {prob.max():.3g}]")
+        prob = image_map(prob, "prob", self.image.shape, unit_interval=True)
+        uncertainty = image_map(uncertainty, "uncertainty", self.image.shape)
         seg = (prob > 0.5) if segmentation is None else (np.asarray(segmentation) > 0)
         self.prob, self.uncertainty = prob, uncertainty
         self.mask = seg.astype(np.uint8)

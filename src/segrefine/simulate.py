@@ -144,7 +144,7 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
     dice_before = dice(mask, gt)
     method = {"ugir": "idrlse", "ugir-naive": "idrlse", "sequential": "idrlse",
               "graphcut": "graphcut-scratch", "deepigeos": "rnet"}[strategy]
-    mv = lambda a: np.moveaxis(a, axis, 0)  # noqa: E731 - slice views
+    mv = lambda a: np.moveaxis(a, axis, 0)
     inspected = strokes = accepted = 0
     step_ms: list[float] = []
     user_s, machine_s = 0.0, predict_seconds

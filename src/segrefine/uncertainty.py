@@ -147,7 +147,7 @@ def predict_volume(image: np.ndarray, nets: list[SegNet], *, method: str, axis: 
 
 def _has_onnxruntime() -> bool:
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime
     except ImportError:
         return False
     return True

@@ -2,4 +2,4 @@
 
 from segrefine.nets.segnet import MGNet, SegNet, UNet, build_network
 
-__all__ = ["SegNet", "UNet", "MGNet", "build_network"]
+__all__ = ["MGNet", "SegNet", "UNet", "build_network"]

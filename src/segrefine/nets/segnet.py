@@ -51,7 +51,7 @@ class NetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "NetConfig":
+    def from_dict(cls, data: dict) -> NetConfig:
         known = {f for f in cls.__dataclass_fields__}
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
         return cls(**kw)
@@ -155,11 +155,11 @@ class SegNet(nn.Module):
         return out.reshape(b, self.config.heads, self.config.num_classes, h, w)
 
 
-def UNet(**kw) -> SegNet:  # noqa: N802 - a constructor
+def UNet(**kw) -> SegNet:
     return SegNet(unet_config(**kw))
 
 
-def MGNet(**kw) -> SegNet:  # noqa: N802 - a constructor
+def MGNet(**kw) -> SegNet:
     return SegNet(mgnet_config(**kw))
 
 

@@ -105,8 +105,8 @@ import numba
 import numpy as np
 
 from segrefine.errors import InputError
-from segrefine.validate import binary_mask
 from segrefine.geodesic import check_spacing, geodesic_distance
+from segrefine.validate import binary_mask
 
 __all__ = ["idrlse", "idrlse_numpy", "interaction_likelihood"]
 

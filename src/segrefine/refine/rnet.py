@@ -57,7 +57,7 @@ def pad_inputs(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, s
     return padded, crop
 
 
-def rnet_config() -> "object":
+def rnet_config() -> object:
     cfg = unet_config(base=16, dropout=(0.0, 0.1, 0.2, 0.2, 0.2))
     cfg.arch, cfg.in_channels = "rnet", 4
     return cfg

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from segrefine.errors import InputError
+from segrefine.validate import image_map
 
 
 def refine_volume(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, init=None,
@@ -29,15 +30,10 @@ def refine_volume(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *,
         raise InputError(f"--method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
     if axis not in (0, 1, 2):
         raise InputError(f"axis must be 0, 1 or 2, got {axis}")
-    prob = np.asarray(prob, np.float32)
+    prob = image_map(prob, "prob", np.shape(image), unit_interval=True)
     scribbles = np.asarray(scribbles)
-    for name, arr in (("prob", prob), ("scribbles", scribbles)):
-        if arr.shape != np.shape(image):
-            raise InputError(f"{name} shape {arr.shape} differs from the image's {np.shape(image)}")
-    if not np.isfinite(prob).all():
-        raise InputError("prob holds NaN or inf values")
-    if prob.min() < 0 or prob.max() > 1:
-        raise InputError(f"prob values must lie in [0, 1], got [{prob.min():.3g}, {prob.max():.3g}]")
+    if scribbles.shape != np.shape(image):
+        raise InputError(f"scribbles shape {scribbles.shape} differs from the image's {np.shape(image)}")
     values = np.unique(scribbles)
     if not set(values.tolist()) <= {0, 1, 2}:
         raise InputError(f"scribble values must be 0, 1 or 2, got {values.tolist()}")
@@ -45,7 +41,7 @@ def refine_volume(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *,
     out = out.astype(np.uint8)
     sp = None if spacing is None else tuple(float(s) for i, s in enumerate(spacing) if i != axis)
     norm = normalise(image)
-    mv = lambda a: np.moveaxis(a, axis, 0)  # noqa: E731
+    mv = lambda a: np.moveaxis(a, axis, 0)
     refined = []
     for k in range(image.shape[axis]):
         scr = mv(scribbles)[k]
