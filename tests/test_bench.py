@@ -1,0 +1,83 @@
+"""The benchmark commands end to end on a few real cases (the real CLI in a subprocess): every
+file they promise is written, and the figures in the JSON hang together."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+
+def _splits(hippo, tmp_path, n=1):
+    """A split file with the first ``n`` cases of each split (benchmarks read cases by split)."""
+    full = json.loads((hippo / "splits.json").read_text())
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({k: v[:n] for k, v in full.items() if isinstance(v, list)}))
+    return path
+
+
+def _is_png(path):
+    return path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_refine_runs_every_method_on_the_same_slices(hippo, tmp_path):
+    out = tmp_path / "refine.json"
+    run_cli("bench", "refine", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
+            "--json", out, "--max-cases", 3, "--max-slices", 6, "--preset", "hippocampus",
+            "--methods", "idrlse,graphcut,rnet,idrlse@paper", check=True)
+    data = json.loads(out.read_text())
+    n = data["slices"]
+    assert 1 <= n <= 6
+    assert set(data["results"]) == {"idrlse", "graphcut", "rnet", "idrlse@paper"}
+    for m, recs in data["results"].items():
+        assert len(recs) == n
+        assert all(0 <= r["dice_after"] <= 1 and r["fg_scribbles_kept"] and r["bg_scribbles_kept"] for r in recs)
+        assert data["summary"][m]["dice_before"] == pytest.approx(np.mean([r["dice_before"] for r in recs]))
+    assert data["speed"]["geodesic_speedup"] > 1  # numba vs NumPy, same run
+    assert "I-DRLSE (paper parameters)" in out.with_suffix(".md").read_text()
+    assert _is_png(out.with_suffix(".png")) and _is_png(tmp_path / "refine_examples.png")
+
+
+def test_bench_stack_runs_the_strategies_and_the_budget_sweep(hippo, tmp_path):
+    out = tmp_path / "stack.json"
+    run_cli("bench", "stack", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
+            "--json", out, "--splits", _splits(hippo, tmp_path), "--strategies", "ugir,sequential",
+            "--tune-split", "val", "--patience", "5", "--preset", "hippocampus", check=True)
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"ugir", "sequential", "ugir-patience5"}
+    seq, ugir = data["results"]["sequential"]["cases"][0], data["results"]["ugir"]["cases"][0]
+    assert seq["slices_inspected"] == seq["slices"]  # sequential inspection sees every slice
+    assert ugir["slices_inspected"] <= np.ceil(0.6 * ugir["slices"])
+    assert data["results"]["ugir-patience5"]["patience"] == 5
+    sweep = data["budget_sweep"]
+    assert sweep["split"] == "val" and set(sweep["ugir"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}
+    assert set(data["fetal"]) == {"a26_12", "b15_05"}
+    text = out.with_suffix(".md").read_text()
+    assert "UGIR, early stop after 5" in text and "Budget M'" in text
+    assert _is_png(out.with_suffix(".png")) and _is_png(tmp_path / "fetal_a26_12_suggestions.png")
+
+
+def test_bench_gcn_tunes_on_val_and_probes_memory(hippo, tmp_path):
+    out = tmp_path / "gcn.json"
+    run_cli("bench", "gcn", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
+            "--json", out, "--splits", _splits(hippo, tmp_path), "--regimes", "full", "--samples", 2,
+            "--sweep-cases", 1, "--memory-shape", "40x40x24", check=True)
+    data = json.loads(out.read_text())
+    rec = data["results"]["full"][0]
+    assert set(rec) >= {"cnn", "mc_mean", "crf", "gcn", "seconds", "graph"}
+    tuning = data["tuning"]["full"]
+    assert len(tuning["crf"]) == 48 and tuning["crf_best_dice"] == max(c["dice"] for c in tuning["crf"])
+    assert set(tuning["margin"]) == {"0", "1", "3", "6", "10"}
+    mem = data["memory"]
+    assert mem["shape"] == [40, 40, 24] and mem["peak_mb"] >= mem["inputs_mb"] > 0 and mem["n_graphs"] == 1
+    assert data["speed"]["build_speedup"] > 1
+    assert "Tuning (full regime" in out.with_suffix(".md").read_text()
+    assert _is_png(out.with_suffix(".png")) and _is_png(tmp_path / "gcn_tau.png")
+
+
+def test_bench_gcn_refuses_a_bad_memory_shape(hippo, tmp_path):
+    proc = run_cli("bench", "gcn", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
+                   "--json", tmp_path / "gcn.json", "--memory-shape", "512x512")
+    assert proc.returncode != 0 and "--memory-shape" in proc.stderr
+    assert not (tmp_path / "gcn.json").exists()
