@@ -35,3 +35,24 @@ def test_refine_gcn_cli_external_maps_and_bad_input(shared, tmp_path):
     bad = run_cli("refine-gcn", "-i", img, "-o", tmp_path / "o3", "--samples-file", s)
     assert bad.returncode == 2 and "differs from the image's" in bad.stderr
     assert not (tmp_path / "o2" / "a26_12.nii.gz").exists() and not (tmp_path / "o3" / "a26_12.nii.gz").exists()
+    bad = run_cli("refine-gcn", "-i", img, "-o", tmp_path / "o4", "--prob", p, "--nodes", "all")
+    assert bad.returncode == 2 and "--nodes must be one of roi, reduced, band" in bad.stderr
+
+
+def test_refine_gcn_cli_caps_the_graph(shared, tmp_path):
+    """--max-nodes below the ROI size: the band node set, cut into slabs, and a warning."""
+    img = shared / "fetal_stacks" / "images" / "a26_12.nii.gz"
+    ref = nib.load(str(img))
+    seg = np.asarray(nib.load(str(shared / "fetal_stacks" / "reference_mgnet" / "a26_12_seg.nii.gz")).dataobj)
+    prob = np.where(seg > 0, 0.9, 0.1).astype(np.float32)
+    prob[70:110, 70:110, 8:11] = 0.5
+    p = tmp_path / "p.nii.gz"
+    nib.save(nib.Nifti1Image(prob, ref.affine), str(p))
+    proc = run_cli("refine-gcn", "-i", img, "-o", tmp_path / "out", "--prob", p, "--max-nodes", "20000",
+                   check=True)
+    assert "max_nodes = 20000" in proc.stdout + proc.stderr
+    out = np.asarray(nib.load(str(tmp_path / "out" / "a26_12.nii.gz")).dataobj)
+    assert out.shape == seg.shape and set(np.unique(out)) <= {0, 1}
+    outside = np.ones(seg.shape, bool)
+    outside[70:110, 70:110, 8:11] = False
+    assert (out[outside] == (seg[outside] > 0)).all()  # confident voxels keep the prediction

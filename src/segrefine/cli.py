@@ -214,6 +214,8 @@ def refine_gcn_cmd(
     prob: Optional[Path] = typer.Option(None, "--prob", help="Another model's probability map (single image)."),
     uncertainty: Optional[Path] = typer.Option(None, "--uncertainty", help="Its entropy map in bits (with --prob)."),
     samples_file: Optional[Path] = typer.Option(None, "--samples-file", help="4D NIfTI of MC samples (single image)."),
+    nodes: str = typer.Option("roi", help="Graph nodes: roi (every ROI voxel) | reduced (the authors' set) | band."),
+    max_nodes: int = typer.Option(2_000_000, help="Most nodes per graph; larger ROIs use the band, then slabs."),
 ):
     """Automatic refinement: a GCN trained on the confident voxels relabels the uncertain ones.
 
@@ -225,11 +227,15 @@ def refine_gcn_cmd(
     import numpy as np
 
     from segrefine import io
-    from segrefine.refine.gcn import mc_statistics, refine_gcn
+    from segrefine.refine.gcn import NODE_SETS, mc_statistics, refine_gcn
     from segrefine.uncertainty import Predictor, binary_entropy
 
     if not 0 < tau <= 1:
         raise InputError(f"--tau must be in (0, 1], got {tau}")
+    if nodes not in NODE_SETS:
+        raise InputError(f"--nodes must be one of {', '.join(NODE_SETS)}, got {nodes!r}")
+    if max_nodes < 1:
+        raise InputError(f"--max-nodes must be at least 1, got {max_nodes}")
     files = io.list_images(input)
     external = prob is not None or samples_file is not None
     if external and len(files) != 1:
@@ -256,7 +262,8 @@ def refine_gcn_cmd(
             kw["samples"] = predictor(vol.array, keep_samples=True).samples
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            refined, info = refine_gcn(vol.array, tau=tau, spacing=vol.spacing, **kw)
+            refined, info = refine_gcn(vol.array, tau=tau, spacing=vol.spacing, nodes=nodes,
+                                       max_nodes=max_nodes, **kw)
         for w in caught:
             console.print(f"[yellow]warning:[/yellow] {path}: {w.message}")
         if "samples" in kw:
