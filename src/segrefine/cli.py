@@ -214,6 +214,8 @@ def refine_gcn_cmd(
     prob: Optional[Path] = typer.Option(None, "--prob", help="Another model's probability map (single image)."),
     uncertainty: Optional[Path] = typer.Option(None, "--uncertainty", help="Its entropy map in bits (with --prob)."),
     samples_file: Optional[Path] = typer.Option(None, "--samples-file", help="4D NIfTI of MC samples (single image)."),
+    margin: int = typer.Option(0, help="Voxels added around the box of the prediction's largest component "
+                                       "(0 was best on the hippocampus val split)."),
     nodes: str = typer.Option("roi", help="Graph nodes: roi (every ROI voxel) | reduced (the authors' set) | band."),
     max_nodes: int = typer.Option(2_000_000, help="Most nodes per graph; larger ROIs use the band, then slabs."),
 ):
@@ -236,6 +238,8 @@ def refine_gcn_cmd(
         raise InputError(f"--nodes must be one of {', '.join(NODE_SETS)}, got {nodes!r}")
     if max_nodes < 1:
         raise InputError(f"--max-nodes must be at least 1, got {max_nodes}")
+    if margin < 0:
+        raise InputError(f"--margin must be 0 or more voxels, got {margin}")
     files = io.list_images(input)
     external = prob is not None or samples_file is not None
     if external and len(files) != 1:
@@ -262,7 +266,7 @@ def refine_gcn_cmd(
             kw["samples"] = predictor(vol.array, keep_samples=True).samples
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            refined, info = refine_gcn(vol.array, tau=tau, spacing=vol.spacing, nodes=nodes,
+            refined, info = refine_gcn(vol.array, tau=tau, spacing=vol.spacing, margin=margin, nodes=nodes,
                                        max_nodes=max_nodes, **kw)
         for w in caught:
             console.print(f"[yellow]warning:[/yellow] {path}: {w.message}")

@@ -50,7 +50,8 @@ def _scores(mask, gt, spacing):
     return {"dice": dice(mask, gt), "assd": assd(mask, gt, spacing)}
 
 
-def evaluate_case(image, gt, spacing, unet, mc, *, tau: float, crf_params: dict | None = None) -> dict:
+def evaluate_case(image, gt, spacing, unet, mc, *, tau: float, crf_params: dict | None = None,
+                  margin: int | None = None) -> dict:
     from segrefine.refine.crf import dense_crf
     from segrefine.refine.gcn import mc_statistics, refine_gcn
 
@@ -68,7 +69,8 @@ def evaluate_case(image, gt, spacing, unet, mc, *, tau: float, crf_params: dict 
     rec["crf"] = _scores(crf > 0, gt, spacing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        refined, info = refine_gcn(image, pred.samples, tau=tau, spacing=spacing)
+        refined, info = refine_gcn(image, pred.samples, tau=tau, spacing=spacing,
+                                   **({} if margin is None else {"margin": margin}))
     rec["gcn"] = _scores(refined > 0, gt, spacing)
     rec["seconds"] = {"mc_sampling": t_mc, "crf": t_crf, "graph_build": info.get("seconds_graph", 0.0),
                       "gcn_training": info.get("seconds_train", 0.0)}
@@ -147,7 +149,8 @@ def tune(cases, model: Path, samples: int, tau: float, log=print) -> dict:
     out = {"cases": len(cases), "cnn_dice": float(np.mean(cnn)),
            "crf": [{**p, "dice": float(d)} for p, d in zip(settings, crf_dice.mean(1))],
            "crf_best": settings[best], "crf_best_dice": float(crf_dice[best].mean()),
-           "margin": {str(m): float(d) for m, d in zip(MARGINS, margin_dice.mean(1))}}
+           "margin": {str(m): float(d) for m, d in zip(MARGINS, margin_dice.mean(1))},
+           "margin_best": int(MARGINS[int(np.argmax(margin_dice.mean(1)))])}
     log(f"tuning on {len(cases)} cases: CNN {out['cnn_dice']:.4f}, best CRF {settings[best]} "
         f"{out['crf_best_dice']:.4f}; GCN by margin " + ", ".join(f"{m}: {d:.4f}" for m, d in out["margin"].items()))
     return out
@@ -218,16 +221,17 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     for regime in regimes:
         unet = Predictor("unet", models=[models[regime]], backend="torch")
         mc = Predictor("mcdropout", models=[models[regime]], passes=samples)
-        crf_params = None
-        if tune_split:
+        crf_params = margin = None
+        if tune_split:  # the CRF's parameters and the GCN's ROI margin come from the tuning split
             tuning[regime] = tune(cases_for(images, labels, tune_split, splits_file), models[regime], samples,
                                   tau, log=log)
-            crf_params = tuning[regime]["crf_best"]
+            crf_params, margin = tuning[regime]["crf_best"], tuning[regime]["margin_best"]
         recs = []
         for case in cases:
             vol = io.load(case.image)
             gt = np.asarray(io.load(case.label, finite=False).array) > 0
-            rec = evaluate_case(vol.array, gt, vol.spacing, unet, mc, tau=tau, crf_params=crf_params)
+            rec = evaluate_case(vol.array, gt, vol.spacing, unet, mc, tau=tau, crf_params=crf_params,
+                                margin=margin)
             maps = rec.pop("_maps")
             if picture is None or (regime == "small" and picture[0] != "small"):
                 picture = (regime, case.name, vol.array, gt, maps)
@@ -312,7 +316,8 @@ def table_markdown(data: dict) -> str:
         best = ", ".join(f"{k} {v:g}" for k, v in t["crf_best"].items())
         text += (f"\nTuning ({regime} regime, {t['cases']} `val` cases, CNN {t['cnn_dice'] * 100:.2f} %): dense CRF "
                  f"best of {len(t['crf'])} settings: {best} ({t['crf_best_dice'] * 100:.2f} %); GCN Dice by ROI "
-                 "margin: " + ", ".join(f"{m}: {d * 100:.2f} %" for m, d in t["margin"].items()) + ".\n")
+                 "margin: " + ", ".join(f"{m}: {d * 100:.2f} %" for m, d in t["margin"].items())
+                 + f" (the test cases use margin {t['margin_best']}).\n")
     mem = data.get("memory")
     if mem:
         text += (f"\nMemory on a synthetic {'x'.join(map(str, mem['shape']))} volume whose structure spans it "
