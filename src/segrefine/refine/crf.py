@@ -25,11 +25,12 @@ import numpy as np
 
 from segrefine.errors import InputError
 
-#: Defaults, to be tuned on the ``val`` split. Spatial scales in mm (1 mm
-#: voxels for the hippocampus), intensity scale in standard deviations of the
+#: Defaults chosen on the hippocampus ``val`` split by ``segrefine bench gcn``
+#: (48 settings, docs/tuning.md; the same choice for the full- and low-data
+#: U-Nets). Spatial scales in mm, intensity scale in standard deviations of the
 #: z-scored volume.
-DEFAULT_SXYZ = 5.0
-DEFAULT_SRGB = 0.5
+DEFAULT_SXYZ = 2.0
+DEFAULT_SRGB = 0.25
 DEFAULT_GAUSS_SXYZ = 1.0
 DEFAULT_W_GAUSS = 3.0
 DEFAULT_W_BILATERAL = 5.0
