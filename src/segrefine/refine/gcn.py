@@ -54,9 +54,10 @@ from segrefine.uncertainty import binary_entropy
 
 #: Voxels added on each side (per axis) of the bounding box of the prediction's
 #: largest component. Chosen on the hippocampus `val` split (`segrefine bench gcn`,
-#: docs/tuning.md): margins 0, 1, 3, 6, 10 gave GCN Dice 87.75, 87.70, 87.65,
-#: 87.62, 87.62 % (full-data U-Net) and 85.57, 85.55, 85.51, 85.49, 85.46 %
-#: (low-data U-Net): a wider box only adds confident background nodes.
+#: docs/tuning.md): margins 0, 1, 3, 6, 10 gave GCN Dice 87.76, 87.73, 87.69,
+#: 87.64, 87.64 % (full-data U-Net) and 85.71, 85.72, 85.64, 85.61, 85.62 %
+#: (low-data U-Net; an earlier run: 85.57 at 0, 85.55 at 1): a wider box only
+#: adds confident background nodes.
 DEFAULT_MARGIN = 0
 #: Box that dilates the uncertain region for the ``reduced`` and ``band`` node sets.
 REDUCED_DILATION = (5, 7, 7)
