@@ -170,21 +170,34 @@ def table_markdown(data: dict) -> str:
 
 
 def plot_dice_vs_time(path: Path, data: dict) -> Path:
+    """Left: mean Dice of the cases done against cumulative user time, one curve per strategy
+    (a strategy that starts from nothing starts off the axis). Right: final mean Dice against
+    mean user time per volume, one point per strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    shown = []
     for s, res in data["results"].items():
         t = np.cumsum([c["user_seconds"] for c in res["cases"]])
         d = np.cumsum([c["dice_after"] for c in res["cases"]]) / np.arange(1, len(t) + 1)
-        ax.plot(np.concatenate([[0], t]), np.concatenate([[np.mean([c["dice_before"] for c in res["cases"]])], d]),
-                marker=".", label=s)
+        start = float(np.mean([c["dice_before"] for c in res["cases"]]))
+        ax.plot(np.concatenate([[0], t]), np.concatenate([[start], d]), marker=".", markersize=3, label=s)
+        shown += list(d) + ([start] if start > 0 else [])
+        m = res["mean"]
+        ax2.scatter(m["user_seconds"], m["dice_after"] * 100, s=30)
+        ax2.annotate(s, (m["user_seconds"], m["dice_after"] * 100), textcoords="offset points", xytext=(4, 4),
+                     fontsize=8)
+    if shown:
+        ax.set_ylim(min(shown) - 0.01, max(shown) + 0.01)
     ax.set_xlabel("cumulative simulated user time (s)")
     ax.set_ylabel("mean Dice of the cases done")
-    ax.legend()
+    ax.legend(fontsize=8)
+    ax2.set_xlabel("simulated user time per volume (s)")
+    ax2.set_ylabel("final Dice (%)")
+    ax2.grid(alpha=0.3)
     save_figure(fig, path)
     return path
 
