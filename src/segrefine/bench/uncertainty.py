@@ -81,7 +81,11 @@ def evaluate_method(predictor: Predictor, val: list[Case], test: list[Case]) -> 
     return {"threshold": thr, "cases": per_case}
 
 
-def time_volume(predictor: Predictor, image: np.ndarray, repeats: int = 3) -> float:
+def time_volume(predictor: Predictor, image: np.ndarray, repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds of ``repeats`` calls after ``warmup`` untimed ones (ONNX Runtime sets up
+    its session and memory arena for a new input shape on the first call)."""
+    for _ in range(warmup):
+        predictor(image)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
