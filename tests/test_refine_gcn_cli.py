@@ -56,3 +56,17 @@ def test_refine_gcn_cli_caps_the_graph(shared, tmp_path):
     outside = np.ones(seg.shape, bool)
     outside[70:110, 70:110, 8:11] = False
     assert (out[outside] == (seg[outside] > 0)).all()  # confident voxels keep the prediction
+
+
+def test_refine_gcn_cli_defaults_are_the_library_defaults():
+    """The CLI spells its defaults out (importing the GCN module would load torch at start-up);
+    they must stay those of refine_gcn."""
+    import inspect
+
+    from segrefine.cli import refine_gcn_cmd
+    from segrefine.refine.gcn import refine_gcn
+
+    cli = inspect.signature(refine_gcn_cmd).parameters
+    lib = inspect.signature(refine_gcn).parameters
+    for name in ("margin", "nodes", "max_nodes", "tau"):
+        assert cli[name].default.default == lib[name].default, name

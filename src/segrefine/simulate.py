@@ -164,7 +164,7 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
         needed = needs_refinement(seg_k, gt_k, user)
         if needed:
             new, s, steps = fix_slice(mv(norm)[k], mv(prob)[k], seg_k, gt_k, method=method, user=user,
-                                  spacing=sp2, seed=user.seed + 7919 * k, preset=preset)
+                                      spacing=sp2, seed=user.seed + 7919 * k, preset=preset)
             mv(mask)[k] = new
             strokes += s
             machine_s += sum(steps)

@@ -52,8 +52,9 @@ def _scores(mask, gt, spacing):
 
 def evaluate_case(image, gt, spacing, unet, mc, *, tau: float, crf_params: dict | None = None,
                   margin: int | None = None) -> dict:
+    """One test case; ``crf_params`` / ``margin`` None = the library defaults."""
     from segrefine.refine.crf import dense_crf
-    from segrefine.refine.gcn import mc_statistics, refine_gcn
+    from segrefine.refine.gcn import DEFAULT_MARGIN, mc_statistics, refine_gcn
 
     rec = {}
     det = unet(image)
@@ -70,7 +71,7 @@ def evaluate_case(image, gt, spacing, unet, mc, *, tau: float, crf_params: dict 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         refined, info = refine_gcn(image, pred.samples, tau=tau, spacing=spacing,
-                                   **({} if margin is None else {"margin": margin}))
+                                   margin=DEFAULT_MARGIN if margin is None else margin)
     rec["gcn"] = _scores(refined > 0, gt, spacing)
     rec["seconds"] = {"mc_sampling": t_mc, "crf": t_crf, "graph_build": info.get("seconds_graph", 0.0),
                       "gcn_training": info.get("seconds_train", 0.0)}
