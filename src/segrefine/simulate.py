@@ -145,7 +145,7 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
     method = {"ugir": "idrlse", "ugir-naive": "idrlse", "sequential": "idrlse",
               "graphcut": "graphcut-scratch", "deepigeos": "rnet"}[strategy]
     mv = lambda a: np.moveaxis(a, axis, 0)
-    inspected = strokes = accepted = 0
+    inspected = strokes = 0
     step_ms: list[float] = []
     user_s, machine_s = 0.0, predict_seconds
     if strategy in ("ugir", "ugir-naive"):
@@ -170,7 +170,6 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
             machine_s += sum(steps)
             step_ms += [1000 * t for t in steps]
             user_s += s * times.scribble_s
-        accepted += 1
         user_s += times.accept_s
         if queue is not None:
             queue.report(needed)
