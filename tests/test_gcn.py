@@ -227,6 +227,82 @@ def test_train_gcn_is_deterministic_and_leaves_torch_state_alone():
     np.testing.assert_allclose(fs.prob, f1.prob, atol=1e-4)
 
 
+def test_authors_scheme_matches_their_formula_edge_by_edge():
+    """graph="authors": summed weights, diversity counted positively, σ = 2 var, positions as
+    fractions of the ROI, intensities (V - μ)/variance over the box, rows of features summing to 1."""
+    image, e, h, pred = tiny_case(shape=(12, 11, 10))
+    e = e.copy()
+    e[6, 5, 5] = 1.0  # exact 0 / 1 expectations exercise the δ guards
+    e[0, 0, 0] = 0.0
+    h = binary_entropy(e)
+    g = build_graph(image, e, h, pred, tau=0.8, margin=2, k=5, seed=3, graph="authors")
+    ours = build_graph(image, e, h, pred, tau=0.8, margin=2, k=5, seed=3)
+    assert g.scheme == "authors" and ours.scheme == "ours"
+    np.testing.assert_array_equal(g.edges, ours.edges)  # same nodes and edges, other weights
+    box = image[g.roi].astype(np.float64)
+    shape = box.shape
+    v = (box - box.mean()) / box.var()
+    coords = np.array(np.unravel_index(g.nodes, shape)).T
+    ev = e[g.roi].astype(np.float64).ravel()[g.nodes]
+    hv = h[g.roi].astype(np.float64).ravel()[g.nodes]
+    vv = v.ravel()[g.nodes]
+
+    def div(p1, p2):  # one direction, as their weights_for
+        d = 1e-15
+        return (p1 - p2) * (math.log2(p1 / (p2 + d) + d) - math.log2((1 - p1) / ((1 - p2) + d) + d))
+
+    d_i = [(vv[a] - vv[b]) ** 2 for a, b in g.edges]
+    d_p = [sum(((coords[a][x] - coords[b][x]) / shape[x]) ** 2 for x in range(3)) for a, b in g.edges]
+    s_i, s_p = 2 * np.var(d_i), 2 * np.var(d_p)
+    np.testing.assert_allclose(g.sigmas, (2.0, s_i, s_p), rtol=1e-9)
+    want = [0.5 * 0.5 * (div(ev[a], ev[b]) + div(ev[b], ev[a])) + math.exp(-di / s_i) + math.exp(-dp / s_p)
+            for (a, b), di, dp in zip(g.edges, d_i, d_p)]
+    np.testing.assert_allclose(g.weights, want, rtol=1e-5)
+    raw = np.stack([vv, ev, hv], 1)
+    np.testing.assert_allclose(g.features, raw / raw.sum(1, keepdims=True), rtol=1e-4)
+    # the diversity raises the authors' weights and lowers ours
+    d_e = np.array([div(ev[a], ev[b]) for a, b in g.edges])
+    assert np.corrcoef(d_e, g.weights)[0, 1] > 0.5
+    assert np.corrcoef(d_e, ours.weights)[0, 1] < 0
+    assert g.weights.max() > 2  # a sum, not bounded by 1
+
+
+def test_train_fraction_and_loss_weight():
+    image, e, h, pred = tiny_case(shape=(16, 18, 16))
+    g = build_graph(image, e, h, pred, margin=2, k=4, seed=0)
+    full = train_gcn(g, epochs=1, seed=2)
+    half = train_gcn(g, epochs=1, seed=2, loss_weight=0.5)
+    np.testing.assert_allclose(half.losses[0], 0.5 * full.losses[0], rtol=1e-6)  # same init, half the loss
+    a = train_gcn(g, epochs=20, seed=2, train_fraction=0.8)
+    b = train_gcn(g, epochs=20, seed=2, train_fraction=0.8)
+    np.testing.assert_array_equal(a.prob, b.prob)  # the subset is seeded
+    assert a.losses[0] != full.losses[0]  # another subset, another first loss
+    for bad in (0, 1.5, -0.2, True):
+        with pytest.raises(InputError, match="train_fraction"):
+            train_gcn(g, epochs=1, train_fraction=bad)
+    with pytest.raises(InputError, match="loss_weight"):
+        train_gcn(g, epochs=1, loss_weight=0)
+
+
+def test_authors_scheme_relabels_every_node():
+    image, e, truth, pred, band = sphere_phantom()
+    refined, info = refine_gcn(image, prob=e, graph="authors", nodes="reduced", margin=3, epochs=100)
+    assert info["graph"] == "authors" and info["relabel"] == "all" and info["reason"] is None
+    g = build_graph(image, e, binary_entropy(e), e > 0.5, margin=3, nodes="reduced", graph="authors")
+    off_graph = np.ones(image.shape, bool)
+    off_graph[g.voxels()] = False
+    np.testing.assert_array_equal(refined[off_graph], pred[off_graph])  # outside the graph: the prediction
+    assert dice(refined, truth) > 0.5
+    kept, info = refine_gcn(image, prob=e, graph="authors", nodes="reduced", margin=3, epochs=100,
+                            relabel="uncertain")
+    assert info["relabel"] == "uncertain"
+    np.testing.assert_array_equal(kept[~band], pred[~band])  # only the uncertain band may change
+    with pytest.raises(InputError, match="graph must be one of"):
+        refine_gcn(image, prob=e, graph="theirs")
+    with pytest.raises(InputError, match="relabel must be"):
+        refine_gcn(image, prob=e, relabel="confident")
+
+
 # --------------------------------------------------------------------------- refinement
 
 

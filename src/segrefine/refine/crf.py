@@ -130,10 +130,10 @@ def dense_crf(image: np.ndarray, expectation: np.ndarray, *, spacing=None, sxyz:
     the kernels isotropic in mm. Kernels are diagonal with symmetric
     normalisation, as in the authors' CRF baseline.
 
-    The default parameters are a starting point for 1 mm MRI crops (the
-    hippocampus set): a smoothness kernel of about one voxel, an appearance
-    kernel of 5 mm and half a standard deviation of intensity. Tune them on a
-    validation split.
+    The defaults were chosen on the hippocampus ``val`` split (1 mm MRI
+    crops): a smoothness kernel of one voxel, an appearance kernel of 2 mm and
+    a quarter of a standard deviation of intensity. Tune them on a validation
+    split for other data.
     """
     image, e, sp, clip = _check_inputs(image, expectation, spacing, iterations, clip)
     sxyz, srgb, gauss_sxyz = (_positive(n, v) for n, v in

@@ -72,6 +72,20 @@ NODE_SETS = ("roi", "reduced", "band")
 DEFAULT_MAX_NODES = 2_000_000
 #: Probabilities are clipped to [ε, 1 - ε] before the KL divergence (finite logits).
 PROB_EPS = 1e-6
+#: Graph and training schemes: ``ours`` (product of three similarities in (0, 1], features
+#: ``[(V - μ)/s, E, H]``, every confident node trained on, only uncertain nodes relabelled) and
+#: ``authors`` (as in the authors' public code, rodsom22/gcn_refinement: a sum of three terms
+#: with the diversity counted positively, their feature normalisation, a random 80 % of the
+#: confident nodes trained on with 0.5·BCE, every node relabelled). See :func:`build_graph`.
+SCHEMES = ("ours", "authors")
+#: ``authors``: the guard ``δ`` inside their logarithms, ``log2(a / (b + δ) + δ)``.
+AUTHORS_DELTA = 1e-15
+#: ``authors``: share of the confident nodes trained on (the rest was their unused validation set).
+AUTHORS_TRAIN_FRACTION = 0.8
+#: ``authors``: their loss is a focal loss with α = 0.5, γ = 0, i.e. 0.5 · binary cross-entropy.
+AUTHORS_LOSS_WEIGHT = 0.5
+#: Which nodes take the GCN's label: the uncertain ones, or every node of the graph.
+RELABEL = ("uncertain", "all")
 
 
 # --------------------------------------------------------------------------- validation
@@ -159,6 +173,12 @@ def _check_training(epochs, lr, weight_decay, backend) -> tuple[int, float, floa
     if backend not in ("torch", "scipy"):
         raise InputError(f"backend must be 'torch' or 'scipy', got {backend!r}")
     return epochs, lr, weight_decay
+
+
+def _check_fraction(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) <= 1.0:
+        raise InputError(f"train_fraction must be a number in (0, 1], got {value!r}")
+    return float(value)
 
 
 def _check_seed(seed) -> int | None:
@@ -251,18 +271,22 @@ class Graph:
     nodes : (N,) int64
         Flat (C-order) index of each node's voxel inside the box, increasing.
     features : (N, 3) float32
-        Normalised intensity ``(V - μ) / s`` (mean and standard deviation over
-        the nodes), expectation ``E`` and entropy ``H`` of each node.
+        ``ours``: normalised intensity ``(V - μ) / s`` (mean and standard
+        deviation over the nodes), expectation ``E`` and entropy ``H`` of each
+        node. ``authors``: ``[(V - μ)/v, E, H]`` with the mean and variance
+        over the ROI box, each row divided by its sum.
     labels : (N,) int8
         1 / 0 (the prediction) on confident nodes (``H ≤ τ``), -1 on uncertain ones.
     edges : (M, 2) int64
         Undirected edges ``(a, b)`` with ``a < b``, each once, self-loops excluded.
     weights : (M,) float32
-        Edge weights ``w_ab`` in (0, 1].
+        Edge weights ``w_ab``: in (0, 1] (``ours``), in (0, ∞) (``authors``).
     adjacency : torch sparse CSR tensor (N, N) float32
         ``Â = D^{-1/2} (A + I) D^{-1/2}``, symmetric.
     sigmas : (σ_e, σ_i, σ_p)
-        Scales of the three similarity terms.
+        Scales of the three terms (``authors``: σ_e = 2, the diversity's factor 0.5).
+    scheme : {"ours", "authors"}
+        How weights and features were made (:data:`SCHEMES`).
     """
 
     roi: tuple[slice, slice, slice]
@@ -274,6 +298,7 @@ class Graph:
     weights: np.ndarray
     adjacency: torch.Tensor
     sigmas: tuple[float, float, float]
+    scheme: str = "ours"
     operator: sp.csr_matrix = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -319,6 +344,7 @@ class _Inputs:
     k: int
     seed: int | None
     sigmas: tuple[float, float, float] | None
+    scheme: str = "ours"
 
 
 def _node_mask(nodes: str, e_roi: np.ndarray, h_roi: np.ndarray, tau: float) -> np.ndarray:
@@ -337,8 +363,20 @@ def _check_nodes(nodes) -> str:
     return nodes
 
 
+def _check_scheme(graph) -> str:
+    if graph not in SCHEMES:
+        raise InputError(f"graph must be one of {', '.join(SCHEMES)}, got {graph!r}")
+    return graph
+
+
+def _check_relabel(relabel) -> str | None:
+    if relabel is not None and relabel not in RELABEL:
+        raise InputError(f"relabel must be None or one of {', '.join(RELABEL)}, got {relabel!r}")
+    return relabel
+
+
 def _prepare(image, expectation, entropy, prediction, *, tau, margin, spacing, k, seed, nodes,
-             sigmas) -> _Inputs:
+             sigmas, graph="ours") -> _Inputs:
     image = _volume("image", image)
     expectation = _unit_interval("expectation", _volume("expectation", expectation, shape=image.shape))
     entropy = _unit_interval("entropy", _volume("entropy", entropy, shape=image.shape))
@@ -351,7 +389,7 @@ def _prepare(image, expectation, entropy, prediction, *, tau, margin, spacing, k
     mask = _node_mask(_check_nodes(nodes), crops[1], crops[2], tau)
     return _Inputs(roi=roi, image=crops[0], expectation=crops[1], entropy=crops[2], prediction=crops[3] != 0,
                    mask=mask, spacing=_check_spacing(spacing), tau=tau, k=_check_int("k", k, 0),
-                   seed=_check_seed(seed), sigmas=_check_sigmas(sigmas))
+                   seed=_check_seed(seed), sigmas=_check_sigmas(sigmas), scheme=_check_scheme(graph))
 
 
 def _random_pairs(n: int, k: int, seed: int | None) -> np.ndarray:
@@ -419,7 +457,8 @@ def kipf_normalise(n: int, edges: np.ndarray, weights: np.ndarray) -> torch.Tens
 
 def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
                 prediction: np.ndarray, *, tau: float = 0.8, margin=DEFAULT_MARGIN, spacing=None,
-                k: int = 16, seed: int | None = 0, nodes: str = "roi", sigmas=None) -> Graph:
+                k: int = 16, seed: int | None = 0, nodes: str = "roi", sigmas=None,
+                graph: str = "ours") -> Graph:
     """The partially labelled, weighted graph of the paper, built with array operations.
 
     Parameters
@@ -448,7 +487,10 @@ def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
         reduced set (the uncertain region dilated by a :data:`REDUCED_DILATION`
         box, united with ``E > 0.5``), or that dilated band alone.
     sigmas : (σ_e, σ_i, σ_p) or None
-        Fixed similarity scales; None = the mean of each distance over the edges.
+        Fixed similarity scales; None = the mean of each distance over the
+        edges (``ours``) or ``(2, 2 var(d_i), 2 var(d_p))`` (``authors``).
+    graph : {"ours", "authors"}
+        Edge weights and node features (:data:`SCHEMES`), see below.
 
     Returns
     -------
@@ -481,11 +523,28 @@ def build_graph(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
     the product keeps every weight in (0, 1] and lets any one dissimilarity cut
     an edge.
 
+    ``graph="authors"`` builds the same nodes and edges with the weights and
+    features of the authors' code (``weighting.py``, ``gen_graph.py``,
+    ``utils.load_data``)::
+
+        w_ab = d_e / σ_e + exp(-d_i / σ_i) + exp(-d_p / σ_p),   σ_e = 2
+        d_e  = (E_a - E_b) (log2(E_a / (E_b + δ) + δ) - log2((1 - E_a) / (1 - E_b + δ) + δ))
+        d_i  = (V'_a - V'_b)²,   V' = (V - μ) / v   (mean and *variance* over the ROI box)
+        d_p  = ||x_a / n - x_b / n||²                 (positions as fractions of the ROI size n)
+        σ_i, σ_p = 2 · variance of d_i, d_p over the edges,   δ = 1e-15
+
+    so the diversity raises the weight (more diverse pairs weigh more; the
+    ``ours`` product lowers it). ``d_e`` is not symmetric in ``a, b`` when an
+    ``E`` is exactly 0 or 1 (the ``δ``'s); the authors' matrix keeps both
+    directions, here the two are averaged so ``A`` stays symmetric. Features
+    are ``[V', E, H]``, each row divided by its sum (a row summing to 0 is set
+    to 0), as their ``normalize``.
+
     The adjacency is normalised as in Kipf & Welling:
     ``Â = D^{-1/2} (A + I) D^{-1/2}`` (see :func:`kipf_normalise`).
     """
     inp = _prepare(image, expectation, entropy, prediction, tau=tau, margin=margin, spacing=spacing,
-                   k=k, seed=seed, nodes=nodes, sigmas=sigmas)
+                   k=k, seed=seed, nodes=nodes, sigmas=sigmas, graph=graph)
     return _build(inp)
 
 
@@ -495,15 +554,24 @@ def _build(inp: _Inputs) -> Graph:
     roi_shape = inp.mask.shape
     nodes = np.flatnonzero(inp.mask)
     n = nodes.size
-
-    intensity = inp.image.ravel()[nodes].astype(np.float64)
-    sd = float(intensity.std())
-    z = (intensity - intensity.mean()) / (sd if sd > 1e-12 else 1.0)
     e = inp.expectation.ravel()[nodes].astype(np.float64)
     h = inp.entropy.ravel()[nodes].astype(np.float64)
-    features = np.stack([z, e, h], axis=1).astype(np.float32)
     labels = np.where(h > inp.tau, -1, inp.prediction.ravel()[nodes]).astype(np.int8)
+    edges = _edges(inp, nodes)
+    if inp.scheme == "authors":
+        features, weights, s = _authors_terms(inp, nodes, e, h, edges)
+    else:
+        features, weights, s = _our_terms(inp, nodes, e, h, edges)
+    return Graph(roi=inp.roi, roi_shape=tuple(roi_shape), nodes=nodes, features=features,
+                 labels=labels, edges=edges, weights=weights,
+                 adjacency=kipf_normalise(n, edges, weights), sigmas=tuple(float(v) for v in s),
+                 scheme=inp.scheme)
 
+
+def _edges(inp: _Inputs, nodes: np.ndarray) -> np.ndarray:
+    """Undirected edges ``(M, 2)``, ``a < b``, sorted: face neighbours and random pairs."""
+    roi_shape = inp.mask.shape
+    n = nodes.size
     # face neighbours: node ids on the ROI grid, then consecutive pairs along each axis
     itype = np.int32 if n < 2**31 else np.int64
     index = np.full(roi_shape, -1, dtype=itype)
@@ -525,7 +593,16 @@ def _build(inp: _Inputs) -> Graph:
     keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # sort + dedupe: faster than np.unique
     edges = np.empty((keys.size, 2), dtype=itype)
     edges[:, 0], edges[:, 1] = np.divmod(keys, n)
-    del keys
+    return edges
+
+
+def _our_terms(inp: _Inputs, nodes, e, h, edges):
+    """Features ``[(V - μ)/s, E, H]`` and the product weights of the ``ours`` scheme."""
+    roi_shape = inp.mask.shape
+    intensity = inp.image.ravel()[nodes].astype(np.float64)
+    sd = float(intensity.std())
+    z = (intensity - intensity.mean()) / (sd if sd > 1e-12 else 1.0)
+    features = np.stack([z, e, h], axis=1).astype(np.float32)
     lo, hi = edges[:, 0], edges[:, 1]
 
     # the three distances, each scaled by its σ and summed into one exponent
@@ -548,10 +625,46 @@ def _build(inp: _Inputs) -> Graph:
     del d_p
     weights = np.exp(exponent).astype(np.float32)
     del exponent
+    return features, weights, s
 
-    return Graph(roi=inp.roi, roi_shape=tuple(roi_shape), nodes=nodes, features=features,
-                 labels=labels, edges=edges, weights=weights,
-                 adjacency=kipf_normalise(n, edges, weights), sigmas=tuple(float(v) for v in s))
+
+def _authors_divergence(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """The authors' diversity of the ordered pair ``(a, b)``, guards ``δ`` as in their code."""
+    d = AUTHORS_DELTA
+    return (ea - eb) * (np.log2(ea / (eb + d) + d) - np.log2((1 - ea) / ((1 - eb) + d) + d))
+
+
+def _twice_variance(d: np.ndarray) -> float:
+    v = 2.0 * float(d.var()) if d.size else 0.0
+    return v if v > 0 else 1.0
+
+
+def _authors_terms(inp: _Inputs, nodes, e, h, edges):
+    """Features and summed weights of the ``authors`` scheme (see :func:`build_graph`)."""
+    roi_shape = inp.mask.shape
+    box = inp.image.astype(np.float64)
+    var = float(box.var())
+    v = (inp.image.ravel()[nodes].astype(np.float64) - box.mean()) / (var if var > 1e-12 else 1.0)
+    del box
+    raw = np.stack([v, e, h], axis=1)
+    rowsum = raw.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        features = np.where(rowsum != 0, raw / rowsum, 0.0).astype(np.float32)
+    del raw, rowsum
+    lo, hi = edges[:, 0], edges[:, 1]
+    d_e = 0.5 * (_authors_divergence(e[lo], e[hi]) + _authors_divergence(e[hi], e[lo]))
+    d_i = v[lo] - v[hi]
+    d_i *= d_i
+    d_p = np.zeros(lo.size)
+    for axis, c in enumerate(np.unravel_index(nodes, roi_shape)):
+        diff = (c[lo].astype(np.float64) - c[hi]) / float(roi_shape[axis])
+        d_p += diff * diff
+        del diff
+    s = inp.sigmas or (2.0, _twice_variance(d_i), _twice_variance(d_p))
+    weights = d_e / s[0]
+    weights += np.exp(-d_i / s[1])
+    weights += np.exp(-d_p / s[2])
+    return features, weights.astype(np.float32), s
 
 
 def build_graph_reference(image: np.ndarray, expectation: np.ndarray, entropy: np.ndarray,
@@ -890,7 +1003,7 @@ class GCNFit:
 
 def train_gcn(graph: Graph, *, epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-5,
               hidden: int = 32, dropout: float = 0.5, seed: int | None = 0,
-              backend: str = "torch") -> GCNFit:
+              backend: str = "torch", train_fraction: float = 1.0, loss_weight: float = 1.0) -> GCNFit:
     """Fit a :class:`GCN` to the labelled nodes of ``graph`` (semi-supervised, one volume).
 
     Parameters
@@ -908,6 +1021,12 @@ def train_gcn(graph: Graph, *, epochs: int = 200, lr: float = 1e-2, weight_decay
         default) or scipy's CSR product on a view of the same arrays. Both
         take about 1.5 ms per one-column product for 74,000 nodes and 1.7
         million entries on one CPU core; same result up to rounding.
+    train_fraction : float in (0, 1]
+        Share of the labelled nodes trained on, drawn at random (seeded by
+        ``seed``); the authors' code: 0.8 (:data:`AUTHORS_TRAIN_FRACTION`).
+    loss_weight : float > 0
+        Factor on the loss (the authors' code: 0.5, :data:`AUTHORS_LOSS_WEIGHT`).
+        Adam is nearly invariant to it; it changes the balance with ``weight_decay``.
 
     Returns
     -------
@@ -915,7 +1034,8 @@ def train_gcn(graph: Graph, *, epochs: int = 200, lr: float = 1e-2, weight_decay
 
     Notes
     -----
-    The loss is the binary cross-entropy over the labelled set ``L``::
+    The loss is the binary cross-entropy over the labelled set ``L`` (or the
+    random ``train_fraction`` of it), times ``loss_weight``::
 
         ℓ = -(1/|L|) Σ_{a∈L} [y_a log σ(Z_a) + (1 - y_a) log(1 - σ(Z_a))]
 
@@ -927,9 +1047,14 @@ def train_gcn(graph: Graph, *, epochs: int = 200, lr: float = 1e-2, weight_decay
     ``F.dropout`` on the ``(N, 32)`` activations) takes about 90 s.
     """
     epochs, lr, weight_decay = _check_training(epochs, lr, weight_decay, backend)
+    train_fraction, loss_weight = _check_fraction(train_fraction), _check_positive("loss_weight", loss_weight)
     labelled = np.flatnonzero(graph.labels >= 0)
     if labelled.size == 0:
         raise InputError("graph has no labelled node (every node is uncertain): nothing to train on")
+    if train_fraction < 1.0:
+        # a separate stream (seed + 1), so the model's initial weights do not depend on the fraction
+        draw = np.random.default_rng(None if seed is None else seed + 1).random(labelled.size)
+        labelled = labelled[draw < train_fraction] if (draw < train_fraction).any() else labelled[:1]
 
     start = time.perf_counter()
     model = GCN(graph.features.shape[1], hidden, dropout=dropout, seed=seed)
@@ -949,6 +1074,8 @@ def train_gcn(graph: Graph, *, epochs: int = 200, lr: float = 1e-2, weight_decay
             for epoch in range(epochs):
                 optimiser.zero_grad()
                 loss = F.binary_cross_entropy_with_logits(model(x, operator, ax=ax)[idx], y)
+                if loss_weight != 1.0:
+                    loss = loss * loss_weight
                 loss.backward()
                 optimiser.step()
                 losses[epoch] = loss.item()
@@ -968,7 +1095,8 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
                tau: float = 0.8, spacing=None, margin=DEFAULT_MARGIN, k: int = 16,
                nodes: str = "roi", max_nodes: int | None = DEFAULT_MAX_NODES, sigmas=None,
                epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-5, seed: int = 0,
-               backend: str = "torch") -> tuple[np.ndarray, dict]:
+               backend: str = "torch", graph: str = "ours", relabel: str | None = None,
+               return_prob: bool = False) -> tuple[np.ndarray, dict]:
     """Refine a binary segmentation with the uncertainty-based GCN of Soberanis-Mukul et al.
 
     Parameters
@@ -999,19 +1127,31 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
         ``max_nodes``, not on the ROI size.
     epochs, lr, weight_decay, seed, backend
         Training options, see :func:`train_gcn`.
+    graph : {"ours", "authors"}
+        Scheme (:data:`SCHEMES`): ``ours`` (default) or the authors' code's
+        weights and features (:func:`build_graph`), trained on a random 80 %
+        of the confident nodes with 0.5·BCE (:func:`train_gcn`).
+    relabel : {"uncertain", "all"} or None
+        Which nodes take the GCN's label: the uncertain ones or every node of
+        the graph; None = the scheme's (``ours``: uncertain, ``authors``: all).
+    return_prob : bool
+        Also return, as ``info["prob"]``, an (I, J, K) float32 foreground
+        probability: the GCN's ``P`` on the relabelled nodes, ``E`` elsewhere
+        (e.g. the unary of a dense CRF run after the GCN).
 
     Returns
     -------
     refined : (I, J, K) uint8
-        0/1. Uncertain nodes (``H > τ``) take the GCN's label ``P > 0.5``; every
-        other voxel, inside the ROI or not, keeps the prediction.
+        0/1. The relabelled nodes (``relabel``) take the GCN's label
+        ``P > 0.5``; every other voxel, inside the ROI or not, keeps the
+        prediction.
     info : dict
         ``seconds_graph``, ``seconds_train``, ``seconds_total``, ``n_nodes``,
         ``n_edges`` (undirected, without self-loops), ``n_uncertain``,
         ``n_labelled``, ``n_changed`` (voxels whose label changed), ``roi``
         (``[(start, stop)] * 3`` or None), ``sigmas`` (of the first graph),
-        ``tau``, ``node_set`` (the one used), ``n_graphs`` (slabs; 1 normally)
-        and ``reason``: None when the GCN ran, else why the prediction was
+        ``tau``, ``node_set`` (the one used), ``graph``, ``relabel``,
+        ``n_graphs`` (slabs; 1 normally) and ``reason``: None when the GCN ran, else why the prediction was
         returned unchanged.
 
     Notes
@@ -1059,14 +1199,21 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
     _check_sigmas(sigmas)
     _check_seed(seed)
     _check_nodes(nodes)
+    _check_scheme(graph)
+    relabel = _check_relabel(relabel) or ("all" if graph == "authors" else "uncertain")
     if max_nodes is not None:
         max_nodes = _check_int("max_nodes", max_nodes, 1)
     _check_training(epochs, lr, weight_decay, backend)
 
     refined = pred.astype(np.uint8)
+    soft = np.array(e, dtype=np.float32) if return_prob else None
     info = {"seconds_graph": 0.0, "seconds_train": 0.0, "seconds_total": 0.0, "n_nodes": 0,
             "n_edges": 0, "n_uncertain": 0, "n_labelled": 0, "n_changed": 0, "roi": None,
-            "sigmas": None, "tau": tau, "node_set": nodes, "n_graphs": 0, "reason": None}
+            "sigmas": None, "tau": tau, "node_set": nodes, "graph": graph, "relabel": relabel,
+            "n_graphs": 0, "reason": None}
+
+    if return_prob:
+        info["prob"] = soft
 
     def unchanged(reason: str, warn: bool):
         if warn:
@@ -1080,7 +1227,7 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
 
     t0 = time.perf_counter()
     inp = _prepare(image, e, h, pred, tau=tau, margin=margin, spacing=spacing, k=k, seed=seed,
-                   nodes=nodes, sigmas=sigmas)
+                   nodes=nodes, sigmas=sigmas, graph=graph)
     info["roi"] = [(s.start, s.stop) for s in inp.roi]
     n_set = int(inp.mask.sum())
     if max_nodes is not None and n_set > max_nodes and nodes != "band":
@@ -1094,32 +1241,37 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
     reasons = []
     for part in parts:
         t0 = time.perf_counter()
-        graph = _build(part)
+        g = _build(part)
         info["seconds_graph"] += time.perf_counter() - t0
         info["n_graphs"] += 1
-        info["n_nodes"] += graph.n_nodes
-        info["n_edges"] += graph.n_edges
-        info["n_uncertain"] += graph.n_uncertain
-        info["n_labelled"] += graph.n_labelled
+        info["n_nodes"] += g.n_nodes
+        info["n_edges"] += g.n_edges
+        info["n_uncertain"] += g.n_uncertain
+        info["n_labelled"] += g.n_labelled
         if info["sigmas"] is None:
-            info["sigmas"] = list(graph.sigmas)
-        if graph.n_uncertain == 0:
+            info["sigmas"] = list(g.sigmas)
+        if g.n_uncertain == 0:
             reasons.append((f"no uncertain node (H > {tau:g}) in the ROI: nothing to relabel", False))
             continue
-        classes = np.unique(graph.labels[graph.labels >= 0])
+        classes = np.unique(g.labels[g.labels >= 0])
         if classes.size < 2:
             which = "none" if classes.size == 0 else ("foreground" if classes[0] == 1 else "background")
             reasons.append((f"the confident nodes of the ROI hold {which} only (one class or none): "
                             f"the GCN has nothing to separate", True))
             continue
-        fit = train_gcn(graph, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed, backend=backend)
+        authors = g.scheme == "authors"
+        fit = train_gcn(g, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed, backend=backend,
+                        train_fraction=AUTHORS_TRAIN_FRACTION if authors else 1.0,
+                        loss_weight=AUTHORS_LOSS_WEIGHT if authors else 1.0)
         info["seconds_train"] += fit.seconds
-        uncertain = graph.labels < 0
-        where = tuple(v[uncertain] for v in graph.voxels())
-        new = (fit.prob[uncertain] > 0.5).astype(np.uint8)
+        chosen = g.labels < 0 if relabel == "uncertain" else np.ones(g.n_nodes, dtype=bool)
+        where = tuple(v[chosen] for v in g.voxels())
+        new = (fit.prob[chosen] > 0.5).astype(np.uint8)
         info["n_changed"] += int((refined[where] != new).sum())
         refined[where] = new
-        del graph, fit
+        if soft is not None:
+            soft[where] = fit.prob[chosen]
+        del g, fit
     if len(reasons) == len(parts):  # no graph was trained: say why (the first graph's reason)
         return unchanged(*reasons[0])
     info["seconds_total"] = time.perf_counter() - start
