@@ -167,7 +167,8 @@ def test_callback_spacing_and_inputs_untouched():
 
     mask, info = idrlse(prob, scribbles, init=init, spacing=(2.0, 1.0), iter_callback=callback)
     assert [s[0] for s in seen] == list(range(1, info["iterations"] + 1))
-    assert set(info) == {"iterations", "converged", "seconds"} and info["seconds"] > 0
+    assert set(info) == {"iterations", "converged", "seconds", "D_pixels", "scribbles_violated"}
+    assert info["seconds"] > 0 and info["D_pixels"] == 4.0 and info["scribbles_violated"] == 0
     for a, b in zip((prob, scribbles, init), copies):
         np.testing.assert_array_equal(a, b)
     # coarser rows: the scribble's reach is shorter along axis 0 than along axis 1
@@ -212,3 +213,22 @@ def test_bad_input_raises(fn, kwargs, match):
 def test_numpy_version_rejects_unknown_options():
     with pytest.raises(InputError, match="unknown option"):
         idrlse_numpy(np.full((5, 5), 0.5), np.zeros((5, 5), np.uint8), alpah=0.2)
+
+
+@pytest.mark.parametrize("user_term", ["paper", "authors"])
+def test_scribbles_hold_inside_the_loop(user_term):
+    """The hard constraint acts after every iteration (seen through iter_callback), not only
+    through the final overwrite: φ >= 0.5 on foreground, <= -0.5 on background strokes."""
+    prob = agreeing_prob(DISC).astype(np.float32)
+    scribbles = np.zeros((H, H), np.uint8)
+    scribbles[30:34, 20:60] = 2  # inside the disc: must stay background
+    scribbles[46:51, 78:83] = 1  # outside: must stay foreground
+    fg, bg = scribbles == 1, scribbles == 2
+    worst = []
+
+    def callback(iteration, phi):
+        worst.append((float(phi[fg].min()), float(phi[bg].max())))
+
+    idrlse(prob, scribbles, init=DISC, iter_callback=callback, user_term=user_term, max_iter=40, tol=0)
+    assert len(worst) > 0
+    assert min(w[0] for w in worst) >= 0.5 and max(w[1] for w in worst) <= -0.5

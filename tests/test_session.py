@@ -24,7 +24,8 @@ def _maps(label):
 
 def test_full_cycle_persisted_and_reopened(tmp_path):
     vol, label = _phantom_volume()
-    s = Session.create(tmp_path / "s", vol, method="idrlse")
+    # the paper preset: D = 4 pixels lets a 3-pixel click regrow the missing disc
+    s = Session.create(tmp_path / "s", vol, method="idrlse", preset="paper")
     prob, unc = _maps(label)
     s.set_maps(prob, unc)
     k = s.next_suggestion()

@@ -176,8 +176,10 @@ def refine(
     scribbles: Path = typer.Option(..., "--scribbles", help="Label volume: 1 foreground, 2 background, 0 none."),
     output: Path = typer.Option(..., "-o", "--output", help="Refined segmentation (.nii.gz)."),
     seg: Optional[Path] = typer.Option(None, "--seg", help="Initial segmentation (default: prob > 0.5)."),
-    method: str = typer.Option("idrlse", help="idrlse | graphcut | rnet."),
+    method: str = typer.Option("idrlse", help="idrlse | graphcut | rnet | paint (strokes only)."),
     axis: int = typer.Option(2, help="Slice axis."),
+    preset: Optional[str] = typer.Option(None, help="Refinement parameters (default: the val-chosen "
+                                                    "segrefine.refine.slice.DEFAULT_PRESET)."),
 ):
     """Refine every slice that holds scribbles; other slices are copied from the initial segmentation.
 
@@ -186,8 +188,14 @@ def refine(
     import numpy as np
 
     from segrefine import io
+    from segrefine.refine.slice import DEFAULT_PRESET, PRESETS, REFINE_METHODS
     from segrefine.refine.volume import refine_volume
 
+    if method not in REFINE_METHODS:
+        raise InputError(f"--method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
+    preset = DEFAULT_PRESET if preset is None else preset
+    if preset not in PRESETS:
+        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     vol = io.load(input)
     p = _load_like(prob, vol, "--prob", unit_interval=True)
     s = io.load(scribbles, finite=False)
@@ -195,12 +203,13 @@ def refine(
         raise InputError(f"--scribbles {scribbles}: shape {s.shape} differs from the image's {vol.shape}")
     init = _load_like(seg, vol, "--seg") if seg is not None else None
     out, refined = refine_volume(vol.array, p, np.asarray(s.array), init=init, method=method, axis=axis,
-                                 spacing=vol.spacing)
+                                 spacing=vol.spacing, preset=preset)
     if not str(output).endswith((".nii", ".nii.gz")):
         raise InputError(f"-o {output}: the output must be a .nii or .nii.gz file")
     io.check_writable_dir(Path(output).parent)
     io.save(vol.with_array(out), output, dtype=np.uint8)
-    console.print(f"refined {len(refined)} slices ({', '.join(map(str, refined))}) with {method} -> {output}")
+    console.print(f"refined {len(refined)} slices ({', '.join(map(str, refined))}) with {method} "
+                  f"(preset {preset}) -> {output}")
 
 
 @app.command("refine-gcn")

@@ -6,7 +6,7 @@ Verbs (after nnInteractive's session, built around slices and suggestions)::
     s.predict()                                      # MG-Net, or s.set_maps(prob, uncertainty)
     k = s.next_suggestion()                          # most uncertain slice not yet shown
     s.add_scribble(k, points, label=1)               # 1 foreground, 2 background, 0 erase
-    s.refine(k)                                      # I-DRLSE (or graphcut, rnet) on that slice
+    s.refine(k)                                      # I-DRLSE (or graphcut, rnet, paint) on that slice
     s.undo(); s.redo()
     s.accept(k)                                      # the slice is done
     s.save_mask("mask.nii.gz")
@@ -35,21 +35,9 @@ from segrefine import io
 from segrefine.errors import InputError
 from segrefine.guidance import SuggestionQueue, suggest
 from segrefine.preprocess import normalise
+from segrefine.refine.slice import DEFAULT_PRESET, REFINE_METHODS, preset_params, refine_slice
 from segrefine.validate import image_map
 
-REFINE_METHODS = ("idrlse", "graphcut", "rnet")
-
-# Parameter sets of the refinement methods. "paper": the function defaults (UGIR's
-# I-DRLSE values α 0.1, β 0.5, λ 0.3, μ 0.005, D 4, tuned for 192x192 fetal brain
-# slices). "hippocampus": chosen by grid search on the hippocampus `val` split
-# (83 mis-segmented slices with simulated scribbles, see docs/benchmarks.md): on
-# these small 1 mm slices D = 4 lets one scribble claim most of the structure;
-# D = 1.5, β = 1.0 gave mean slice Dice 0.773 (paper values 0.539, β = 0: 0.702);
-# Graph Cut λ = 10 gave 0.763 (λ = 5: 0.752).
-PRESETS = {
-    "paper": {},
-    "hippocampus": {"idrlse": {"D": 1.5, "beta": 1.0, "dt": 0.5, "epsilon": 2.0}, "graphcut": {"lam": 10.0}},
-}
 FORMAT = "segrefine-session/1"
 
 
@@ -82,33 +70,6 @@ def _save_npz(path: Path, **arrays) -> None:
         np.savez(fh, **arrays)
 
 
-def preset_params(preset: str, method: str) -> dict:
-    if preset not in PRESETS:
-        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    return dict(PRESETS[preset].get(method, {}))
-
-
-def refine_slice(method: str, image: np.ndarray, prob: np.ndarray, init: np.ndarray,
-                 scribbles: np.ndarray, *, spacing=None, preset: str = "paper") -> np.ndarray:
-    """Refine one 2D slice with ``method`` and the parameters of ``preset``; bool mask (H, W)."""
-    params = preset_params(preset, method)
-    if method == "idrlse":
-        from segrefine.refine.levelset import idrlse
-
-        mask, _ = idrlse(prob, scribbles, init=init, image=image, spacing=spacing, **params)
-    elif method == "graphcut":
-        from segrefine.refine.graphcut import graphcut_refine
-
-        mask = graphcut_refine(prob, scribbles, image=image, spacing=spacing, **params)
-    elif method == "rnet":
-        from segrefine.refine.rnet import rnet_refine
-
-        mask = rnet_refine(image, prob, scribbles, spacing=spacing)
-    else:
-        raise InputError(f"refine method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
-    return np.asarray(mask, dtype=bool)
-
-
 class Session:
     """An interactive refinement session persisted in ``folder`` (see module docstring)."""
 
@@ -132,7 +93,7 @@ class Session:
     # ------------------------------------------------------------------ creation
     @classmethod
     def create(cls, folder: str | Path, image: str | Path | io.Volume, *, axis: int = 2,
-               method: str = "idrlse", budget: float = 0.6, preset: str = "paper") -> Session:
+               method: str = "idrlse", budget: float = 0.6, preset: str = DEFAULT_PRESET) -> Session:
         """Start a session on an image file (or a loaded :class:`Volume`)."""
         folder = Path(folder)
         if (folder / "meta.json").exists():
@@ -333,7 +294,7 @@ class Session:
             sp = tuple(float(s) for i, s in enumerate(self.meta["spacing"]) if i != axis)
             new = refine_slice(method, self._view(self.norm, index, axis),
                                self._view(self.prob, index, axis), before_mask > 0, scr, spacing=sp,
-                               preset=self.meta.get("preset", "paper"))
+                               preset=self.meta.get("preset", DEFAULT_PRESET))
             mask_view[:] = new.astype(np.uint8)
         return self._record("refine", index, axis, before_mask, scr, t0)
 

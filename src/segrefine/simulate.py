@@ -95,7 +95,7 @@ def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, s
     """Rounds of scribbles + refinement on one slice. Returns (mask, strokes, seconds of each
     refinement step)."""
     from segrefine.interaction import simulate_scribbles
-    from segrefine.session import refine_slice
+    from segrefine.refine.slice import refine_slice
 
     mask = init > 0
     scribbles = np.zeros(mask.shape, np.uint8)

@@ -84,7 +84,7 @@ def _slice_assd(a, b, sp):
 
 
 def run_methods(items, methods=METHODS, preset: str = "paper") -> dict:
-    from segrefine.session import refine_slice
+    from segrefine.refine.slice import refine_slice
 
     out = {}
     for m in methods:
@@ -284,7 +284,7 @@ def pictures(out_dir: Path, items, levelset_dir, methods, fetal: Path | None = N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segrefine.session import refine_slice
+    from segrefine.refine.slice import refine_slice
 
     demos = _demo_slices(levelset_dir, items, fetal, preset)
     fig, axes = plt.subplots(len(demos), len(methods) + 1, figsize=(3 * (len(methods) + 1), 3 * len(demos)),

@@ -116,8 +116,10 @@ def pairwise_weights(image: np.ndarray, *, spacing=None, sigma=None, connectivit
     return out
 
 
-def _cut(cost_fg: np.ndarray, cost_bg: np.ndarray, scribbles: np.ndarray, pairs, lam: float):
-    """Min cut with source = foreground; returns the foreground mask."""
+def _cut(cost_fg: np.ndarray, cost_bg: np.ndarray, scribbles: np.ndarray, pairs, lam: float,
+         keep_scribbles: bool = True):
+    """Min cut with source = foreground; returns the foreground mask (the scribbled pixels
+    set to their label unless ``keep_scribbles`` is False)."""
     import maxflow
 
     cap_source = cost_bg.copy()  # paid when the pixel ends on the sink (background) side
@@ -140,7 +142,8 @@ def _cut(cost_fg: np.ndarray, cost_bg: np.ndarray, scribbles: np.ndarray, pairs,
     graph.add_grid_tedges(nodes, cap_source, cap_sink)
     graph.maxflow()
     mask = ~graph.get_grid_segments(nodes)  # True = sink side = background
-    mask[fg], mask[bg] = True, False
+    if keep_scribbles:
+        mask[fg], mask[bg] = True, False
     return mask
 
 
@@ -153,6 +156,7 @@ def graphcut_refine(
     lam: float = 5.0,
     sigma: float | None = None,
     connectivity: int = 8,
+    keep_scribbles: bool = True,
 ) -> np.ndarray:
     """Refine the CNN segmentation of a slice with a graph cut and the scribbles.
 
@@ -173,6 +177,10 @@ def graphcut_refine(
         σ of the contrast term; ``None`` = std of the neighbour differences.
     connectivity : {8, 4}
         Neighbourhood of the pairwise term.
+    keep_scribbles : bool, default True
+        Set the scribbled pixels to their label at the end. False returns the
+        cut itself (to check that the hard seeds held; they are tied to their
+        terminal with capacity 1e9).
 
     Returns
     -------
@@ -197,7 +205,7 @@ def graphcut_refine(
     lam = check_number(lam, "lam", low=0.0)
     pairs = pairwise_weights(img, spacing=spacing, sigma=sigma, connectivity=connectivity)
     Pc = np.clip(P, P_CLIP, 1.0 - P_CLIP)
-    return _cut(-np.log(Pc), -np.log1p(-Pc), scr, pairs, lam)
+    return _cut(-np.log(Pc), -np.log1p(-Pc), scr, pairs, lam, keep_scribbles=bool(keep_scribbles))
 
 
 def intensity_unaries(image: np.ndarray, scribbles: np.ndarray, *, bins: int = 32):

@@ -71,8 +71,9 @@ def _load(path: str) -> SegNet:
 
 
 def rnet_refine(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, spacing=None,
-                model: str | Path | None = None) -> np.ndarray:
-    """Refined bool mask ``(H, W)`` of one slice."""
+                model: str | Path | None = None, keep_scribbles: bool = True) -> np.ndarray:
+    """Refined bool mask ``(H, W)`` of one slice; the scribbled pixels are set to their
+    label at the end unless ``keep_scribbles`` is False (the network's own output)."""
     from segrefine.nets.checkpoint import shipped_model
     from segrefine.refine.levelset import check_probability, check_scribbles
 
@@ -86,8 +87,9 @@ def rnet_refine(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, s
     with torch.inference_mode():
         logits = net(torch.from_numpy(np.ascontiguousarray(padded[None])))
     mask = logits[0, 0].argmax(0).numpy()[crop[0], crop[1]] > 0
-    mask[scr == 1] = True
-    mask[scr == 2] = False
+    if keep_scribbles:
+        mask[scr == 1] = True
+        mask[scr == 2] = False
     return mask
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from segrefine.errors import InputError
+from segrefine.refine.slice import DEFAULT_PRESET, REFINE_METHODS, preset_params, refine_slice
 from segrefine.validate import image_map
 
 
 def refine_volume(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, init=None,
-                  method: str = "idrlse", axis: int = 2, spacing=None) -> tuple[np.ndarray, list[int]]:
+                  method: str = "idrlse", axis: int = 2, spacing=None,
+                  preset: str = DEFAULT_PRESET) -> tuple[np.ndarray, list[int]]:
     """Refine every slice along ``axis`` that holds scribbles; copy the others from ``init``.
 
     Parameters
@@ -18,16 +20,25 @@ def refine_volume(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *,
         Intensities, foreground probability in [0, 1], scribbles (0 none, 1 fg, 2 bg).
     init : (I, J, K) ndarray, optional
         Initial segmentation (default ``prob > 0.5``).
+    method : str
+        One of :data:`segrefine.refine.slice.REFINE_METHODS`.
+    axis : int
+        Slice axis.
+    spacing : sequence of 3 float, optional
+        Voxel size per axis (``None`` = 1.0).
+    preset : str
+        Parameter preset of :data:`segrefine.refine.slice.PRESETS` (default: the
+        val-chosen :data:`~segrefine.refine.slice.DEFAULT_PRESET`).
 
     Returns
     -------
     (uint8 labels (I, J, K), list of refined slice indices)
     """
     from segrefine.preprocess import normalise
-    from segrefine.session import REFINE_METHODS, refine_slice
 
     if method not in REFINE_METHODS:
-        raise InputError(f"--method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
+        raise InputError(f"method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
+    preset_params(preset, method)  # an unknown preset fails before any work
     if axis not in (0, 1, 2):
         raise InputError(f"axis must be 0, 1 or 2, got {axis}")
     prob = image_map(prob, "prob", np.shape(image), unit_interval=True)
@@ -47,7 +58,8 @@ def refine_volume(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *,
         scr = mv(scribbles)[k]
         if not scr.any():
             continue
-        mask = refine_slice(method, mv(norm)[k], mv(prob)[k], mv(out)[k] > 0, scr.astype(np.uint8), spacing=sp)
+        mask = refine_slice(method, mv(norm)[k], mv(prob)[k], mv(out)[k] > 0, scr.astype(np.uint8),
+                            spacing=sp, preset=preset)
         mv(out)[k] = mask.astype(np.uint8)
         refined.append(k)
     return out, refined
