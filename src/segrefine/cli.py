@@ -23,6 +23,20 @@ console = Console(stderr=True)
 DEFAULT_SHARED = Path("../shared/data")
 
 
+@app.callback()
+def _global_options(
+    max_voxels: Optional[int] = typer.Option(
+        None, "--max-voxels", min=1,
+        help="Largest image any command reads, checked from its header before loading (default "
+             "512x512x1024 voxels, at most 4 bytes a voxel of it; see docs/web.md)."),
+):
+    """Options for every command."""
+    if max_voxels is not None:
+        from segrefine import io
+
+        io.MAX_VOXELS = max_voxels
+
+
 def friendly(func):
     """Turn an InputError into a one-line message and exit status 2."""
 
@@ -201,6 +215,12 @@ def refine(
     s = io.load(scribbles, finite=False)
     if s.shape != vol.shape:
         raise InputError(f"--scribbles {scribbles}: shape {s.shape} differs from the image's {vol.shape}")
+    values = np.unique(np.asarray(s.array))
+    other = values[~np.isin(values, (0, 1, 2))]
+    if other.size:
+        raise InputError(f"--scribbles {scribbles}: values must be 0 (none), 1 (foreground) or 2 "
+                         f"(background); it holds {other.size} other values, e.g. "
+                         f"{', '.join(f'{v:g}' for v in other[:5].tolist())}")
     init = _load_like(seg, vol, "--seg") if seg is not None else None
     out, refined = refine_volume(vol.array, p, np.asarray(s.array), init=init, method=method, axis=axis,
                                  spacing=vol.spacing, preset=preset)
@@ -314,6 +334,9 @@ def suggest(
     from segrefine.bench.common import write_json
     from segrefine.guidance import suggest as rank
 
+    if Path(json_out).is_dir():
+        raise InputError(f"--json {json_out}: is a folder; give the JSON file's name")
+    io.check_writable_dir(Path(json_out).parent)  # before the model runs
     vol = io.load(input)
     if (prob is None) != (uncertainty is None):
         raise InputError("--prob and --uncertainty go together (or neither, to run MG-Net)")

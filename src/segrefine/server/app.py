@@ -6,9 +6,14 @@
 Reliability and security (SPEC section 5): the server binds to 127.0.0.1 by
 default and then only answers requests whose ``Host`` is a loopback name (so a
 web page elsewhere cannot reach it through DNS rebinding); request bodies are
-size limited (uploads to ``max_upload_mb``, JSON to ``max_json_mb``); uploads
-must be NIfTI/NRRD/MHA; server-side paths are resolved under the data root and
-refused outside it; sessions are folders named by random ids (see
+size limited (uploads to ``max_upload_mb``, JSON to ``max_json_mb``); images are
+checked from their header against a voxel and byte cap before any voxel is read
+(413 past it, see :mod:`segrefine.io`); a state-changing request (POST, PUT,
+PATCH, DELETE) whose ``Origin`` is not the server's own, or whose
+``Sec-Fetch-Site`` is neither ``same-origin`` nor ``none``, answers 403 (a page
+on another site cannot write, even with a no-cors ``fetch``); uploads must be
+NIfTI/NRRD/MHA; server-side paths are resolved under the data root and refused
+outside it; sessions are folders named by random ids (see
 :mod:`segrefine.server.store`); a domain :class:`InputError` answers 400 with its
 message, an unknown session 404.
 """
@@ -19,6 +24,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from segrefine import io
 from segrefine.errors import InputError
 from segrefine.server.routes import router
 from segrefine.server.store import SessionStore, UnknownSession
@@ -116,6 +123,53 @@ class _HostCheck:
         await self.app(scope, receive, send)
 
 
+#: methods that change state: their requests must come from the server's own origin
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _OriginCheck:
+    """ASGI middleware: refuse state-changing requests sent by a page of another origin.
+
+    A browser tells where a request comes from: ``Origin`` on every cross-origin
+    POST (also ``no-cors`` ones, which CORS never blocks from being *sent*) and
+    ``Sec-Fetch-Site``. A request with ``Origin`` other than ``http(s)://<Host>``
+    or with ``Sec-Fetch-Site`` other than ``same-origin``/``none`` answers 403.
+    Requests without either header (curl, scripts, the tests' httpx) are not
+    from a browser page and pass.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS:
+            problem = self.problem(dict(scope["headers"]))
+            if problem:
+                body = json.dumps({"detail": problem}).encode()
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def problem(headers: dict) -> str | None:
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        site = headers.get(b"sec-fetch-site")
+        if site is not None and site.decode("latin-1").lower() not in ("same-origin", "none"):
+            return (f"cross-origin request refused (Sec-Fetch-Site: {site.decode('latin-1')[:40]}): "
+                    "only pages served by this server may change sessions")
+        origin = headers.get(b"origin")
+        if origin is not None:
+            text = origin.decode("latin-1")
+            parts = urlsplit(text.lower())
+            if parts.scheme not in ("http", "https") or not host or parts.netloc != host:
+                return (f"cross-origin request refused (Origin: {text[:80]}): only pages served "
+                        "by this server may change sessions")
+        return None
+
+
 def _validation_message(errors) -> str:
     parts = []
     for e in errors:
@@ -125,7 +179,7 @@ def _validation_message(errors) -> str:
 
 
 def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 256,
-             max_json_mb: float = 16, max_voxels: int = 512 * 512 * 1024,
+             max_json_mb: float = 16, max_voxels: int | None = None,
              max_open_sessions: int = 16, web_dir: Path | None = None,
              allowed_hosts: list[str] | None = None) -> FastAPI:
     """Build the app.
@@ -138,8 +192,10 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
         Folder of the persisted sessions (created if needed).
     max_upload_mb, max_json_mb : float
         Largest request body of an upload / of any other request.
-    max_voxels : int
-        Largest image accepted (read from the header before loading).
+    max_voxels : int or None
+        Largest image accepted, checked from the header before any voxel is read
+        (and at most ``io.BYTES_PER_VOXEL`` bytes per voxel of it); None: the process-wide
+        :data:`segrefine.io.MAX_VOXELS` (512x512x1024 unless ``segrefine --max-voxels``).
     max_open_sessions : int
         Sessions kept open in memory; others reopen from disk on their next request.
     web_dir : Path or None
@@ -158,7 +214,11 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
                   description="Uncertainty-guided interactive refinement of 3D segmentations")
     app.state.store = SessionStore(Path(workspace), max_open=max_open_sessions)
     app.state.data_root = data_root
-    app.state.max_voxels = int(max_voxels)
+    app.state.max_voxels = io.voxel_cap(max_voxels)
+
+    @app.exception_handler(io.ImageTooLarge)
+    async def _too_large(request: Request, exc: io.ImageTooLarge):
+        return JSONResponse({"detail": str(exc)}, status_code=413)
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError):
@@ -207,6 +267,7 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
 
     app.add_middleware(_BodyLimit, upload_limit=int(max_upload_mb * 2**20),
                        json_limit=int(max_json_mb * 2**20))
+    app.add_middleware(_OriginCheck)
     if allowed_hosts is not None:
         app.add_middleware(_HostCheck, hosts=list(allowed_hosts))
     return app

@@ -9,7 +9,7 @@ Points are ``[row, col]`` pixels of that slice.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,13 @@ Method = Literal["idrlse", "graphcut", "rnet"]
 
 #: the most points one scribble request may carry (a 1024x1024 slice, fully painted)
 MAX_POINTS = 1024 * 1024
+#: bound of slice indices and pixel coordinates: larger numbers cannot be in an image
+MAX_INDEX = 2**31 - 1
+
+#: a slice index (``ge=0``; past the volume it is a 400 from the session)
+Index = Annotated[int, Field(ge=0, le=MAX_INDEX)]
+#: a pixel coordinate (negative or past the slice: a 400 "outside the slice" from the session)
+Coord = Annotated[int, Field(ge=-MAX_INDEX, le=MAX_INDEX)]
 
 
 class _Strict(BaseModel):
@@ -53,17 +60,17 @@ class ScribbleRequest(_Strict):
     with ``label`` (1 foreground, 2 background, 0 erase); ``radius`` thickens the stroke; with
     ``refine`` the slice is refined right after (one round trip on pen-up)."""
 
-    index: int = Field(..., ge=0)
+    index: Index
     axis: Axis | None = None
     label: Literal[0, 1, 2]
-    points: list[tuple[int, int]] = Field(..., min_length=1, max_length=MAX_POINTS)
+    points: list[tuple[Coord, Coord]] = Field(..., min_length=1, max_length=MAX_POINTS)
     radius: int = Field(0, ge=0, le=16)
     refine: bool = False
     method: Method | None = None
 
 
 class RefineRequest(_Strict):
-    index: int = Field(..., ge=0)
+    index: Index
     axis: Axis | None = None
     method: Method | None = None
 
@@ -71,7 +78,7 @@ class RefineRequest(_Strict):
 class AcceptRequest(_Strict):
     """Mark slice ``index`` (session axis) as checked; ``needed_refinement`` feeds the early stop."""
 
-    index: int = Field(..., ge=0)
+    index: Index
     needed_refinement: bool | None = None
 
 

@@ -24,6 +24,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from segrefine import io
@@ -60,6 +61,8 @@ DOWNLOAD = "/sessions/{sid}/download"
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 VOLUME_NAMES = ("image.nii.gz", "mask.nii.gz", "scribbles.nii.gz", "uncertainty.nii.gz", "prob.nii.gz")
 MAX_FILES_LISTED = 5000
+#: characters of an upload's name kept (file systems allow 255 bytes a name)
+MAX_NAME = 100
 
 
 def _store(request: Request) -> SessionStore:
@@ -95,28 +98,12 @@ def check_self_contained(path: Path, shown: str) -> None:
 
 
 def check_voxel_count(path: Path, shown: str, max_voxels: int) -> None:
-    """Read only the header and refuse images with more than ``max_voxels`` voxels."""
-    lower = path.name.lower()
+    """Read only the header and refuse an image past this server's voxel and byte caps
+    (:class:`io.ImageTooLarge`, answered 413) or unreadable (400), naming it ``shown``."""
     try:
-        if lower.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            shape = nib.load(str(path)).shape
-        elif lower.endswith((".nrrd", ".mha")):
-            import SimpleITK as sitk
-
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            reader.ReadImageInformation()
-            shape = reader.GetSize()
-        else:
-            return
-    except Exception:
-        return
-    n = int(np.prod(shape, dtype=np.int64))
-    if n > max_voxels:
-        raise InputError(f"{shown}: image of shape {tuple(shape)} has {n} voxels, "
-                         f"more than this server accepts ({max_voxels})")
+        io.check_header(path, max_voxels=max_voxels)
+    except InputError as exc:
+        raise type(exc)(str(exc).replace(str(path), shown)) from None
 
 
 def resolve_data_path(request: Request, rel: str) -> Path:
@@ -128,7 +115,10 @@ def resolve_data_path(request: Request, rel: str) -> Path:
         raise HTTPException(400, f"path {rel!r}: use '/' separated names relative to the data root")
     if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
         raise HTTPException(400, f"path {rel!r} must be relative to the data root, not absolute")
-    target = (root / rel).resolve()
+    try:
+        target = (root / rel).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        raise HTTPException(400, f"path {rel!r}: a symbolic link loop or an unreadable path") from None
     if not target.is_relative_to(root):
         raise HTTPException(403, f"path {rel!r} is outside the data root")
     if not target.exists():
@@ -204,8 +194,12 @@ def list_files(request: Request) -> list[m.FileEntry]:
     for path in sorted(root.rglob("*")):  # rglob does not descend into symlinked folders
         if len(out) >= MAX_FILES_LISTED:
             break
-        if path.is_file() and _allowed_suffix(path.name) and path.resolve().is_relative_to(root):
-            out.append(m.FileEntry(path=path.relative_to(root).as_posix(), size=path.stat().st_size))
+        try:
+            if path.is_file() and _allowed_suffix(path.name) and path.resolve().is_relative_to(root):
+                out.append(m.FileEntry(path=path.relative_to(root).as_posix(),
+                                       size=path.stat().st_size))
+        except (OSError, RuntimeError):  # a symbolic link loop, a file removed meanwhile
+            continue
     return out
 
 
@@ -238,7 +232,7 @@ def create_from_upload(request: Request, file: Annotated[UploadFile, File()],
     if not _allowed_suffix(raw_name):
         raise HTTPException(415, f"{raw_name}: not an accepted image; expected {_formats()}")
     suffix = next(x for x in UPLOAD_SUFFIXES if raw_name.lower().endswith(x))
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", raw_name[: -len(suffix)]).strip(".") or "image"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", raw_name[: -len(suffix)])[:MAX_NAME].strip(".") or "image"
     safe = stem + suffix
     store = _store(request)
     scratch = store.scratch()
@@ -430,7 +424,8 @@ def accept(sid: str, body: m.AcceptRequest, request: Request) -> m.ActionOut:
 
 # ---------------------------------------------------------------------- reading
 @router.get(SLICE, response_model=m.SliceOut)
-def get_slice(sid: str, axis: int, index: int, request: Request) -> m.SliceOut:
+def get_slice(sid: str, axis: int,
+              index: Annotated[int, PathParam(ge=0, le=m.MAX_INDEX)], request: Request) -> m.SliceOut:
     """Mask and scribbles of one slice (see the models module for the encoding)."""
     with _store(request).use(sid) as s:
         return slice_out(s, axis, index)

@@ -60,6 +60,34 @@ class SessionStore:
         self._guard = threading.Lock()  # protects the two dicts below
         self._locks: dict[str, threading.Lock] = {}
         self._open: OrderedDict[str, Session] = OrderedDict()
+        self.removed_leftovers = self._remove_leftovers()
+
+    def _remove_leftovers(self) -> int:
+        """Delete what a killed server left half-written: the upload/export scratch folders
+        under ``.tmp/`` and :func:`io.atomic_path` temporaries (``.<name>.<random>``) in
+        session folders. Runs once at start (one server process per workspace); the
+        number of entries removed is logged."""
+        removed = 0
+        scratch = self.workspace / ".tmp"
+        if scratch.is_dir():
+            for entry in scratch.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+        for folder in self.workspace.iterdir():
+            if not (folder.is_dir() and valid_id(folder.name)):
+                continue
+            for sub in (folder, folder / "history"):
+                for entry in sub.glob(".*") if sub.is_dir() else ():
+                    if entry.is_file() and not entry.is_symlink():
+                        entry.unlink(missing_ok=True)
+                        removed += 1
+        if removed:
+            log.warning("removed %d temporary files left by an interrupted server in %s",
+                        removed, self.workspace)
+        return removed
 
     # ------------------------------------------------------------------ paths
     def folder(self, session_id: str) -> Path:
@@ -126,15 +154,21 @@ class SessionStore:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
         with self._guard:
+            self._locks.setdefault(session_id, threading.Lock())
             self._open[session_id] = session
         self._evict()
         return session_id, session
 
     def _evict(self) -> None:
+        """Close the least recently used idle sessions past ``max_open`` (they stay on disk).
+
+        Every open session has a lock (``create`` and ``use`` add it); ``setdefault``
+        keeps an eviction from ever failing a request whose change is already saved.
+        """
         with self._guard:
             extra = len(self._open) - self.max_open
             for session_id in list(self._open)[: max(extra, 0)]:
-                lock = self._locks[session_id]
+                lock = self._locks.setdefault(session_id, threading.Lock())
                 if lock.acquire(blocking=False):  # never close a session in use
                     try:
                         del self._open[session_id]
