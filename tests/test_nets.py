@@ -13,9 +13,38 @@ def test_shapes_and_parameter_counts():
     x = torch.randn(2, 1, 32, 48)
     assert mg(x).shape == (2, 4, 2, 32, 48)
     assert un(x).shape == (2, 1, 2, 32, 48)
-    # documented in docs/models.md next to the paper's 4.86 M
-    assert count_parameters(mg) == 2_822_024
+    # the paper's 4.86 M (docs/models.md)
+    assert count_parameters(mg) == 4_856_200
     assert count_parameters(un) == 4_979_906
+
+
+def test_mgnet_is_the_published_configuration():
+    """UGIR's mgnet.cfg and MGNet.py: 64-128-256-512-512 channels in 4-4-4-4-1 groups, group
+    norm, dropout 0.1-0.5 after the encoder blocks only, leaky ReLU after the transposed
+    convolutions, a grouped 3x3 output convolution."""
+    from segrefine.nets.segnet import NetConfig
+
+    cfg = mgnet_config()
+    assert cfg.channels == (64, 128, 256, 512, 512) and cfg.groups == (4, 4, 4, 4, 1)
+    net = SegNet(cfg)
+    assert [m.p for m in net.drop] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    in_blocks = [m for b in list(net.down) + list(net.dec) for m in b.modules()
+                 if isinstance(m, torch.nn.Dropout)]
+    assert in_blocks == []  # no dropout inside blocks, none in the decoder
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and not any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
+    assert [n.num_groups for n in norms[:2]] == [4, 4]
+    assert all(isinstance(u[1], torch.nn.LeakyReLU) for u in net.up)
+    assert net.head.kernel_size == (3, 3) and net.head.groups == 4
+    # the group-by-group head equals PyTorch's grouped convolution
+    x = torch.randn(2, 64, 8, 8)
+    ref = torch.nn.functional.conv2d(x, net.head.weight, net.head.bias, padding=1, groups=4)
+    assert torch.allclose(net.head(x), ref, atol=1e-5)
+    # checkpoints saved before these options existed rebuild the first shipped layout
+    old = NetConfig.from_dict({"arch": "mgnet", "channels": [64, 128, 256, 512, 256],
+                               "groups": [4, 4, 4, 4, 1], "heads": 4, "dropout": [0.1, 0.2, 0.3, 0.3, 0.3]})
+    assert old.norm == "instance" and old.dropout_at == "block" and old.head_kernel == 1
+    assert count_parameters(SegNet(old)) == 2_822_024
 
 
 def test_group_concat_is_groupwise():

@@ -88,17 +88,21 @@ def _class_probs(nets: list[SegNet], slices: np.ndarray, *, passes: int = 1, dro
     """Softmax probabilities ``(samples, n, classes, H, W)`` for padded slices ``(n, H, W)``.
 
     Samples are the heads of each net, for each pass, for each net. ``backend``
-    ``onnx`` runs the (dropout-off) networks with ONNX Runtime.
+    ``onnx`` runs the networks with ONNX Runtime (with ``dropout``, the graph that keeps
+    dropout on: every pass draws new masks).
     """
     outs = []
     for net in nets:
-        if backend == "onnx" and not dropout:
+        if backend == "onnx":
             from segrefine.nets.onnx import run_onnx
 
             padded, crop = pad_to_multiple(slices, net.multiple)
-            logits = run_onnx(net, np.ascontiguousarray(padded[:, None], dtype=np.float32))
-            p = torch.softmax(torch.from_numpy(logits), dim=2)[..., crop[0], crop[1]]
-            outs.append(p.permute(1, 0, 2, 3, 4).numpy())
+            x = np.ascontiguousarray(padded[:, None], dtype=np.float32)
+            for _ in range(passes):
+                logits = np.concatenate([run_onnx(net, x[i:i + batch], dropout=dropout)
+                                         for i in range(0, len(x), batch)], 0)
+                p = torch.softmax(torch.from_numpy(logits), dim=2)[..., crop[0], crop[1]]
+                outs.append(p.permute(1, 0, 2, 3, 4).numpy())
             continue
         net.eval()
         if dropout:
@@ -160,9 +164,10 @@ class Predictor:
     one pass with dropout off), ``mcdropout`` (the U-Net, ``passes`` passes with
     dropout on), ``ensemble`` (several U-Nets, one pass each).
 
-    ``backend``: ``torch``, ``onnx`` (ONNX Runtime; not for MC dropout, whose
-    passes need dropout on) or ``auto`` (ONNX Runtime where it applies and is
-    installed: it runs the grouped convolutions of MG-Net about 2x faster on CPU).
+    ``backend``: ``torch``, ``onnx`` (ONNX Runtime; MC dropout runs a graph that keeps
+    dropout on) or ``auto`` (ONNX Runtime where it is installed: it runs the grouped
+    convolutions of MG-Net about 2x faster on CPU). Every method runs on the same
+    backend, so their timings compare the methods, not the runtimes.
     """
 
     def __init__(self, method: str = "mgnet", *, models: list[str | Path] | None = None,
@@ -184,9 +189,7 @@ class Predictor:
         if backend not in ("auto", "torch", "onnx"):
             raise InputError(f"--backend must be auto, torch or onnx, got {backend!r}")
         if backend == "auto":
-            backend = "onnx" if method != "mcdropout" and _has_onnxruntime() else "torch"
-        if backend == "onnx" and method == "mcdropout":
-            raise InputError("--backend onnx cannot run MC dropout (dropout must stay on); use torch")
+            backend = "onnx" if _has_onnxruntime() else "torch"
         self.backend = backend
 
     def __call__(self, image: np.ndarray, *, keep_samples: bool = False) -> Prediction:

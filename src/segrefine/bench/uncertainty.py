@@ -94,12 +94,22 @@ def time_volume(predictor: Predictor, image: np.ndarray, repeats: int = 3, warmu
     return statistics.median(times)
 
 
+def _runtime(pred: Predictor) -> str:
+    """How a method ran: the backend and the number of network passes per slice."""
+    name = {"onnx": "ONNX Runtime", "torch": "PyTorch"}[pred.backend]
+    passes = pred.passes if pred.method == "mcdropout" else len(pred.nets)
+    return f"{name}, {passes} pass{'es' if passes > 1 else ''}"
+
+
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         val_split: str = "val", splits_file: Path | None = None, samples: int = 10,
         ensemble_models: list[Path] | None = None, cache: Path = Path("bench_out/ensemble"),
         fetal: Path | None = None, max_cases: int | None = None, log=print) -> dict:
+    val = cases_for(images, labels, val_split, splits_file)
     test = cases_for(images, labels, split, splits_file)
-    val = cases_for(images, labels, val_split, splits_file) if split else test
+    if not split:  # every case but the tuning ones: thresholds are never tuned on reported cases
+        tuned = {c.name for c in val}
+        test = [c for c in test if c.name not in tuned]
     if max_cases:
         test, val = test[:max_cases], val[:max_cases]
     if ensemble_models is None:
@@ -115,13 +125,15 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
         log(f"{METHOD_LABELS[name]}: {len(val)} val + {len(test)} test cases")
         res = evaluate_method(pred, val, test)
         res["parameters_M"] = pred.num_parameters / 1e6
+        res["runtime"] = _runtime(pred)
         res["median_seconds"] = statistics.median(c["seconds"] for c in res["cases"])
         if fetal is not None and Path(fetal).exists():
             res["fetal_median_seconds"] = time_volume(pred, io.load(fetal).array)
         results[name] = res
     summary = {}
     for name, res in results.items():
-        s = {"parameters_M": res["parameters_M"], "median_seconds": res["median_seconds"],
+        s = {"parameters_M": res["parameters_M"], "runtime": res["runtime"],
+             "median_seconds": res["median_seconds"],
              "fetal_median_seconds": res.get("fetal_median_seconds"), "threshold": res["threshold"]}
         for key in ("dice", "assd", "hd95", "ueo", "rve", "auroc"):
             vals = [c.get(key) for c in res["cases"] if c.get(key) is not None]
@@ -153,13 +165,19 @@ def table_markdown(data: dict) -> str:
             return mean_sd(vals) if vals else "–"
 
         fetal = s["fetal_median_seconds"]
-        rows.append([METHOD_LABELS[name], f"{s['parameters_M']:.2f}", f"{s['median_seconds']:.3f}",
+        rows.append([METHOD_LABELS[name], s.get("runtime", "–"), f"{s['parameters_M']:.2f}",
+                     f"{s['median_seconds']:.3f}",
                      f"{fetal:.2f}" if fetal else "–", col("dice", 100), col("assd"),
                      col("ueo", 100), col("rve", 100), col("auroc", 100)])
-    header = ["method", "params (M)", "s / volume (median)", "s / fetal stack (median)", "Dice (%)",
+    header = ["method", "runtime", "params (M)", "s / volume (median)", "s / fetal stack (median)", "Dice (%)",
               "ASSD (mm)", "UEO (%)", "RVE (%)", "AUROC (%)"]
     m = data["machine"]
-    return (markdown_table(header, rows) + f"\nMachine: {m['cpu']}, {m['cores']} cores, "
+    r = data["ratios"]
+    ratio = (f"\nMC dropout (T = {data['mc_samples']}) over MG-Net, same runtime: "
+             f"{r['mcdropout_over_mgnet_time']:.1f}x per hippocampus volume"
+             + (f", {r['fetal_mcdropout_over_mgnet_time']:.1f}x on the fetal stack"
+                if "fetal_mcdropout_over_mgnet_time" in r else "") + ".\n")
+    return (markdown_table(header, rows) + ratio + f"\nMachine: {m['cpu']}, {m['cores']} cores, "
             f"torch {m['torch']} with {m['torch_threads']} threads. Command: `{data['command']}`\n")
 
 

@@ -1,13 +1,20 @@
-"""ONNX Runtime execution of a network (dropout off), exported once and cached.
+"""ONNX Runtime execution of a network, exported once and cached.
 
 The export is keyed by a hash of the weights and configuration and stored in
-``$SEGREFINE_CACHE`` (default ``~/.cache/segrefine``); the session is kept on
+``$SEGREFINE_CACHE`` (default ``~/.cache/segrefine``); the sessions are kept on
 the network object. Inputs ``(B, 1, H, W)`` float32, outputs the same logits
 ``(B, heads, classes, H, W)`` as the torch module.
+
+Two graphs per network: dropout off (``dropout=False``: MG-Net, U-Net, ensemble
+members) and dropout kept on (``dropout=True``: MC dropout), where every dropout
+layer becomes ``x * (U(0, 1) >= p) / (1 - p)`` with a fresh uniform draw at every
+run (ONNX ``RandomUniformLike``), so MC dropout runs on the same runtime as the
+methods it is compared with.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io as _io
 import json
@@ -36,14 +43,38 @@ def _fingerprint(net: SegNet) -> str:
     return h.hexdigest()[:24]
 
 
-def export(net: SegNet) -> Path:
-    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}.onnx"
+class _SampledDropout(torch.nn.Module):
+    """Dropout that stays on in the exported graph (a fresh mask at every run)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
+def _with_dropout_on(net: SegNet) -> SegNet:
+    """A copy of ``net`` whose dropout layers sample a mask in eval mode."""
+    clone = copy.deepcopy(net).eval()
+    for module in list(clone.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Dropout) and child.p > 0:
+                setattr(module, name, _SampledDropout(child.p))
+    return clone
+
+
+def export(net: SegNet, *, dropout: bool = False) -> Path:
+    tag = "-mc" if dropout else ""
+    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}{tag}.onnx"
     if path.exists():
         return path
     net.eval()
+    model = _with_dropout_on(net) if dropout else net
     dummy = torch.zeros(1, 1, net.multiple * 2, net.multiple * 2)
     buf = _io.BytesIO()
-    torch.onnx.export(net, dummy, buf, input_names=["x"], output_names=["logits"],
+    torch.onnx.export(model, dummy, buf, input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "logits": {0: "b", 3: "h", 4: "w"}},
                       opset_version=17, dynamo=False)
     with atomic_path(path) as tmp:
@@ -51,8 +82,9 @@ def export(net: SegNet) -> Path:
     return path
 
 
-def session(net: SegNet):
-    sess = getattr(net, "_ort_session", None)
+def session(net: SegNet, *, dropout: bool = False):
+    sessions = net.__dict__.setdefault("_ort_sessions", {})
+    sess = sessions.get(dropout)
     if sess is None:
         import onnxruntime as ort
 
@@ -60,11 +92,11 @@ def session(net: SegNet):
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(export(net)), opts, providers=["CPUExecutionProvider"])
-        net._ort_session = sess
+        sess = ort.InferenceSession(str(export(net, dropout=dropout)), opts, providers=["CPUExecutionProvider"])
+        sessions[dropout] = sess
     return sess
 
 
-def run_onnx(net: SegNet, x: np.ndarray) -> np.ndarray:
-    """Logits for ``x`` ``(B, 1, H, W)`` float32."""
-    return session(net).run(None, {"x": x})[0]
+def run_onnx(net: SegNet, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
+    """Logits for ``x`` ``(B, 1, H, W)`` float32 (``dropout``: one MC dropout sample)."""
+    return session(net, dropout=dropout).run(None, {"x": x})[0]
