@@ -37,7 +37,7 @@ def test_small_structure_outranks_big_one_with_nu_not_with_naive():
 
 def test_empty_slices_noise_does_not_dominate_but_missed_structure_is_suggested():
     u, y = _volume()
-    out = suggest(u, y, budget=0.5)
+    out = suggest(u, y, budget=0.5, order="nu")
     order = [s["index"] for s in out["slices"]]
     assert order.index(3) > order.index(0)  # noise ranks below a real uncertain slice
     assert out["slices"][order.index(3)]["nu"] == 0.0  # below the noise floor
@@ -47,7 +47,7 @@ def test_empty_slices_noise_does_not_dominate_but_missed_structure_is_suggested(
 
 def test_any_axis():
     u, y = _volume()
-    out = suggest(np.moveaxis(u, 2, 0), np.moveaxis(y, 2, 0), axis=0, budget=1.0)
+    out = suggest(np.moveaxis(u, 2, 0), np.moveaxis(y, 2, 0), axis=0, budget=1.0, order="nu")
     assert len(out["slices"]) == 6
 
 
@@ -64,6 +64,43 @@ def test_queue_budget_and_early_stop():
     q2 = SuggestionQueue(order=[0, 1, 2], budget_slices=2)
     q2.next(), q2.report(True), q2.next(), q2.report(True)
     assert q2.done and q2.next() is None and not q2.stopped_early
+
+
+def test_gain_order_ranks_expected_wrong_voxels():
+    u, y = _volume()
+    p = y.astype(np.float32)
+    p[5:25, 5:7, 0] = 0.5  # 40 voxels the model is unsure of: 20 expected errors
+    p[13:16, 13:16, 1] = 0.7  # 9 voxels at 0.3 each: 2.7 expected errors
+    p[10:12, 10:18, 4] = 0.4  # 16 voxels at 0.4: 6.4
+    out = suggest(u, y, prob=p, budget=1.0)
+    assert out["order"] == "gain"
+    assert [s["index"] for s in out["slices"]][:3] == [0, 4, 1]
+    assert out["slices"][0]["expected_errors"] == pytest.approx(20.0)
+    assert out["total_expected_errors"] == pytest.approx(20 + 2.7 + 6.4, rel=1e-5)
+    with pytest.raises(InputError, match="needs the foreground probability"):
+        suggest(u, y, order="gain")
+    with pytest.raises(InputError, match="order must be one of"):
+        suggest(u, y, prob=p, order="random")
+
+
+def test_queue_stops_on_expected_remaining_gain():
+    sug = {"order": "gain", "budget_slices": 5,
+           "slices": [{"index": k, "expected_errors": e} for k, e in
+                      [(3, 50.0), (1, 30.0), (4, 12.0), (0, 5.0), (2, 3.0)]]}
+    q = SuggestionQueue.from_suggestions(sug)  # the gain order's own rule: stop at 20 % left
+    assert q.patience is None and q.stop_remaining == 0.2
+    shown = []
+    while (k := q.next()) is not None:
+        shown.append(k)
+        q.report(False)  # clean slices do not stop this rule
+    # after 3 and 1, 20 of 100 expected errors remain (not < 20 %): 4 is shown; then 8 %
+    assert shown == [3, 1, 4] and q.stopped_early
+    assert q.state()["remaining_fraction"] == pytest.approx(0.08)
+    q2 = SuggestionQueue.from_suggestions({**sug, "order": "nu"})  # the paper's rule
+    assert q2.patience == 3 and q2.stop_remaining is None
+    with pytest.raises(InputError, match="probability map"):
+        SuggestionQueue.from_suggestions({**sug, "slices": [{"index": 0, "expected_errors": None}]},
+                                         stop_remaining=0.1)
 
 
 def test_bad_input():
@@ -91,8 +128,15 @@ def test_suggest_cli_with_external_maps(shared, tmp_path):
             ref / "a26_12_var.nii.gz", "--json", out, check=True)
     data = json.loads(out.read_text())
     assert data["axis"] == 2 and data["budget"] == 0.6 and len(data["slices"]) == 19
+    # the official seg is binary: no expected errors, so the default order falls back to ν*
+    assert data["order"] == "nu-naive" and "binary" in data["note"]
+    scores = [s["nu_naive"] for s in data["slices"]]
+    assert scores == sorted(scores, reverse=True)
+    run_cli("suggest", "-i", img, "--prob", ref / "a26_12_seg.nii.gz", "--uncertainty",
+            ref / "a26_12_var.nii.gz", "--json", out, "--order", "nu", check=True)
+    data = json.loads(out.read_text())
     nus = [s["nu"] for s in data["slices"]]
-    assert nus == sorted(nus, reverse=True)
+    assert data["order"] == "nu" and nus == sorted(nus, reverse=True)
     assert {"index", "nu", "nu_naive"} <= set(data["slices"][0])
     bad = run_cli("suggest", "-i", img, "--prob", ref / "a26_12_seg.nii.gz", "--json", out)
     assert bad.returncode == 2 and "go together" in bad.stderr

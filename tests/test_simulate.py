@@ -24,21 +24,26 @@ def test_perfect_prediction_costs_only_inspection():
     assert rec["scribbles"] == 0 and rec["dice_after"] == 1.0
     assert rec["slices_inspected"] == 10
     assert rec["user_seconds"] == pytest.approx(10 * (t.inspect_s + t.scroll_s + t.accept_s))
-    ugir = run_case(image, gt, "ugir", prob=prob, uncertainty=unc + 1e-3, label=gt)
+    ugir = run_case(image, gt, "ugir-nu", prob=prob, uncertainty=unc + 1e-3, label=gt)
     assert ugir["stopped_early"] and ugir["slices_inspected"] == 3  # three slices needing nothing
+    # the default order on a certain prediction: no expected errors, nothing to inspect
+    soft = np.where(gt, 0.999, 0.0).astype(np.float32)
+    ugir = run_case(image, gt, "ugir", prob=soft, uncertainty=unc + 1e-3, label=gt)
+    assert ugir["slices_inspected"] <= 2 and ugir["user_seconds"] <= 2 * (t.inspect_s + t.accept_s)
 
 
 def test_missing_slice_is_found_and_fixed_by_ugir():
     image, gt = _case()
     label = gt.copy()
     label[:, :, 5] = False  # the CNN missed slice 5
-    prob = np.where(label, 0.95, 0.05).astype(np.float32)
+    prob = np.where(label, 0.99, 0.001).astype(np.float32)
     prob[:, :, 5][gt[:, :, 5]] = 0.4
     unc = np.full(gt.shape, 1e-4, np.float32)
     unc[:, :, 5][gt[:, :, 5]] = 0.2
-    rec = run_case(image, gt, "ugir", prob=prob, uncertainty=unc, label=label, user=UserModel(seed=1))
-    assert rec["slices_inspected"] <= 4  # slice 5 first, then the early stop
-    assert rec["scribbles"] >= 1 and rec["dice_after"] > rec["dice_before"]
+    for strategy in ("ugir", "ugir-nu"):  # the default order and stop, and the paper's
+        rec = run_case(image, gt, strategy, prob=prob, uncertainty=unc, label=label, user=UserModel(seed=1))
+        assert rec["slices_inspected"] <= 4, strategy  # slice 5 first, then the stop
+        assert rec["scribbles"] >= 1 and rec["dice_after"] > rec["dice_before"]
     assert not needs_refinement(gt[:, :, 5], gt[:, :, 5], UserModel())
 
 

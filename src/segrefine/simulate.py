@@ -14,9 +14,14 @@ A simulated user works through the slices a strategy shows. For each slice it
 
 Strategies
 ----------
-``ugir``: MG-Net's slices in ν order within the budget M', early stop after 3
-(``patience``) consecutive slices that needed nothing; I-DRLSE refinement.
-``ugir-naive``: the same in ν* order (UGIR(*)).
+``ugir``: MG-Net's slices in the default ``gain`` order (expected wrong voxels,
+:mod:`segrefine.guidance`) within the budget M', stopping when the slices not yet
+shown hold less than 20 % of the expected wrong voxels; I-DRLSE refinement.
+``ugir-nu``: the paper's UGIR: ν order, early stop after 3 (``patience``)
+consecutive slices that needed nothing.
+``ugir-naive``: the paper's UGIR(*): ν* order, the same early stop.
+``ugir-paint``: ``ugir``'s slices, but the refinement is painting the strokes
+(the baseline every refinement must beat).
 ``sequential``: UGIR(-U): every slice in order, I-DRLSE refinement.
 ``graphcut``: Graph Cut from scratch (no CNN): every slice, starting empty.
 ``deepigeos``: every slice in order with the R-Net refinement network.
@@ -36,7 +41,8 @@ from segrefine.guidance import SuggestionQueue, suggest
 from segrefine.metrics import dice
 from segrefine.preprocess import normalise
 
-STRATEGIES = ("ugir", "ugir-naive", "sequential", "graphcut", "deepigeos")
+STRATEGIES = ("ugir", "ugir-nu", "ugir-naive", "ugir-paint", "sequential", "graphcut", "deepigeos")
+GUIDED = {"ugir": None, "ugir-nu": "nu", "ugir-naive": "nu-naive", "ugir-paint": None}  # order (None: --order)
 
 
 @dataclass
@@ -123,9 +129,15 @@ def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, s
 def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, uncertainty=None,
              label=None, spacing=(1.0, 1.0, 1.0), axis: int = 2, budget: float = 0.6,
              user: UserModel | None = None, times: TimeModel | None = None,
-             predict_seconds: float = 0.0, preset: str = "paper", patience: int = 3) -> dict:
-    """Simulate one case; returns the record written by ``segrefine simulate``. ``patience``:
-    the ugir strategies stop after this many consecutive slices that needed nothing (UGIR: 3)."""
+             predict_seconds: float = 0.0, preset: str = "paper", order: str = "gain",
+             patience: int | None = None, stop_remaining: float | None = None) -> dict:
+    """Simulate one case; returns the record written by ``segrefine simulate``.
+
+    ``order``: the slice order of ``ugir`` and ``ugir-paint`` (``ugir-nu`` and ``ugir-naive``
+    fix theirs). Stop rules of the guided strategies: ``patience`` (stop after this many
+    consecutive slices that needed nothing; the paper: 3) and ``stop_remaining`` (stop when
+    the slices not yet shown hold less than this fraction of the expected wrong voxels);
+    neither given: the order's own rule (:meth:`SuggestionQueue.from_suggestions`)."""
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     user = user or UserModel()
@@ -142,17 +154,18 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
             raise InputError(f"strategy {strategy} needs the CNN's probability and label maps")
         mask = np.asarray(label) > 0
     dice_before = dice(mask, gt)
-    method = {"ugir": "idrlse", "ugir-naive": "idrlse", "sequential": "idrlse",
-              "graphcut": "graphcut-scratch", "deepigeos": "rnet"}[strategy]
+    method = {"ugir": "idrlse", "ugir-nu": "idrlse", "ugir-naive": "idrlse", "ugir-paint": "paint",
+              "sequential": "idrlse", "graphcut": "graphcut-scratch", "deepigeos": "rnet"}[strategy]
     mv = lambda a: np.moveaxis(a, axis, 0)
     inspected = strokes = 0
     step_ms: list[float] = []
     user_s, machine_s = 0.0, predict_seconds
-    if strategy in ("ugir", "ugir-naive"):
+    if strategy in GUIDED:
         if uncertainty is None:
             raise InputError(f"strategy {strategy} needs an uncertainty map")
-        sug = suggest(uncertainty, mask, axis=axis, budget=budget, naive=strategy == "ugir-naive")
-        queue = SuggestionQueue.from_suggestions(sug, patience=patience)
+        sug = suggest(uncertainty, mask, prob=prob, axis=axis, budget=budget,
+                      order=GUIDED[strategy] or order)
+        queue = SuggestionQueue.from_suggestions(sug, patience=patience, stop_remaining=stop_remaining)
         order = iter(lambda: queue.next(), None)
     else:
         queue = None

@@ -35,30 +35,23 @@ KEYS = ("dice_before", "dice_after", "assd_after", "slices_inspected", "scribble
 def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = None,
                    budget: float = 0.6, user: UserModel | None = None, times: TimeModel | None = None,
                    predictions: dict | None = None, on_case=None, preset: str = "paper",
-                   patience: int = 3) -> dict:
+                   order: str = "gain", patience: int | None = None,
+                   stop_remaining: float | None = None) -> dict:
     """Run ``strategy`` on every case; ``predictions`` caches MG-Net outputs across strategies."""
-    from segrefine.uncertainty import Predictor
-
     user, times = user or UserModel(), times or TimeModel()
-    predictor = None
+    predictions = {} if predictions is None else predictions
     records = []
     for case in cases:
         vol = io.load(case.image)
         gt = np.asarray(io.load(case.label, finite=False).array) > 0
         kw = {}
         if strategy != "graphcut":
-            cached = (predictions or {}).get(case.name)
-            if cached is None:
-                predictor = predictor or Predictor("mgnet")
-                pred = predictor(vol.array)
-                cached = {"prob": pred.prob, "uncertainty": pred.uncertainty, "label": pred.label,
-                          "seconds": pred.seconds}
-                if predictions is not None:
-                    predictions[case.name] = cached
+            cached = predict_cases([case], predictions)[case.name]
             kw = dict(prob=cached["prob"], uncertainty=cached["uncertainty"], label=cached["label"],
                       predict_seconds=cached["seconds"])
         rec = run_case(vol.array, gt, strategy, spacing=vol.spacing, budget=budget, user=user,
-                       times=times, preset=preset, patience=patience, **kw)
+                       times=times, preset=preset, order=order, patience=patience,
+                       stop_remaining=stop_remaining, **kw)
         mask = rec.pop("mask")
         rec["assd_after"] = assd(mask, gt, vol.spacing)
         if out_dir is not None:
@@ -76,8 +69,111 @@ def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = N
     mean["refine_steps"] = len(pooled)
     mean["refine_ms_median"] = float(np.median(pooled)) if pooled else None
     mean["refine_ms_p95"] = float(np.percentile(pooled, 95)) if pooled else None
-    return {"strategy": strategy, "preset": preset, "patience": patience, "cases": records, "mean": mean,
-            **settings(user, times)}
+    return {"strategy": strategy, "preset": preset, "order": order, "patience": patience,
+            "stop_remaining": stop_remaining, "cases": records, "mean": mean, **settings(user, times)}
+
+
+def predict_cases(cases: list[Case], predictions: dict) -> dict:
+    """MG-Net's probability, uncertainty and label of every case, cached in ``predictions``."""
+    from segrefine.uncertainty import Predictor
+
+    predictor = None
+    for case in cases:
+        if case.name not in predictions:
+            predictor = predictor or Predictor("mgnet")
+            pred = predictor(io.load(case.image).array)
+            predictions[case.name] = {"prob": pred.prob, "uncertainty": pred.uncertainty,
+                                      "label": pred.label, "seconds": pred.seconds}
+    return predictions
+
+
+def fix_gain(label: np.ndarray, gt: np.ndarray, slices, axis: int = 2) -> float:
+    """Volume Dice gained by setting ``slices`` (indices along ``axis``) to the ground truth."""
+    from segrefine.metrics import dice
+
+    fixed = np.moveaxis(np.array(label > 0), axis, 0)
+    fixed[list(slices)] = np.moveaxis(gt > 0, axis, 0)[list(slices)]
+    return dice(np.moveaxis(fixed, 0, axis), gt > 0) - dice(label > 0, gt > 0)
+
+
+def suggestion_gain(cases: list[Case], predictions: dict, *, fractions=(0.1, 0.2, 0.3),
+                    orders=("gain", "nu", "nu-naive"), draws: int = 50, axis: int = 2) -> dict:
+    """What checking the suggested slices pays: the volume Dice gained by fixing (setting to
+    the label) the top ``fraction`` of slices of each order, against the best possible
+    slices (most error voxels) and a random choice (mean of ``draws`` draws, seeded).
+
+    Returns ``{fraction: {name: {"gain": mean Dice gained, "of_best": mean gain / mean best
+    gain}}}`` with names ``orders`` + ``best`` + ``random``.
+    """
+    from segrefine.guidance import order_scores, rank_slices, slice_uncertainty
+
+    rng = np.random.default_rng(0)
+    gains: dict = {f: {} for f in fractions}
+    for case in cases:
+        pred = predictions[case.name]
+        gt = np.asarray(io.load(case.label, finite=False).array) > 0
+        label = pred["label"] > 0
+        n = gt.shape[axis]
+        scores = slice_uncertainty(pred["uncertainty"], label, axis=axis, prob=pred["prob"])
+        other = tuple(a for a in range(3) if a != axis)
+        rankings = {o: rank_slices(order_scores(scores, o)) for o in orders}
+        rankings["best"] = rank_slices((label != gt).sum(axis=other))
+        for f in fractions:
+            m = max(1, int(np.ceil(f * n)))
+            for name, ranking in rankings.items():
+                gains[f].setdefault(name, []).append(fix_gain(label, gt, ranking[:m], axis))
+            gains[f].setdefault("random", []).append(
+                float(np.mean([fix_gain(label, gt, rng.permutation(n)[:m], axis) for _ in range(draws)])))
+    out = {}
+    for f, by_name in gains.items():
+        best = float(np.mean(by_name["best"]))
+        out[str(f)] = {name: {"gain": float(np.mean(v)), "of_best": float(np.mean(v)) / best if best > 0 else None}
+                       for name, v in by_name.items()}
+    return out
+
+
+def suggestion_gain_markdown(data: dict) -> str:
+    names = {"gain": "expected wrong voxels (`gain`, default)", "nu": "ν (`nu`, the paper's)",
+             "nu-naive": "ν* (`nu-naive`, the paper's UGIR(*))", "random": "random slices",
+             "best": "best possible (most error voxels)"}
+    fractions = list(data)
+    rows = []
+    for name in data[fractions[0]]:
+        rows.append([names.get(name, name)] + [
+            f"{data[f][name]['gain'] * 100:.2f} ({data[f][name]['of_best'] * 100:.0f} %)" for f in fractions])
+    header = ["slice order"] + [f"top {float(f) * 100:.0f} % fixed: Dice gained, points (of best)"
+                                for f in fractions]
+    return markdown_table(header, rows)
+
+
+def stop_sweep(cases: list[Case], values=(0.05, 0.1, 0.2, 0.3), *, predictions: dict, budget: float,
+               preset: str, log=print) -> dict:
+    """UGIR with the default order at several expected-remaining-gain stops, and sequential
+    inspection, on ``cases`` (the ``val`` split: the stop is chosen there)."""
+    keys = ("dice_before", "dice_after", "user_seconds", "slices_inspected", "scribbles")
+    seq = simulate_cases(cases, "sequential", predictions=predictions, preset=preset)["mean"]
+    out = {"cases": len(cases), "sequential": {k: seq[k] for k in keys}, "ugir": {}}
+    for v in values:
+        res = simulate_cases(cases, "ugir", budget=budget, predictions=predictions, preset=preset,
+                             stop_remaining=v)
+        out["ugir"][str(v)] = {k: res["mean"][k] for k in keys}
+        log(f"stop at {v}: UGIR Dice {res['mean']['dice_after']:.4f} with {res['mean']['user_seconds']:.1f} s "
+            f"(sequential {seq['dice_after']:.4f}, {seq['user_seconds']:.1f} s)")
+    return out
+
+
+def stop_markdown(sweep: dict) -> str:
+    seq = sweep["sequential"]
+    rows = [["sequential (all slices)", f"{seq['dice_after'] * 100:.2f}", "–", f"{seq['user_seconds']:.1f}",
+             "100 %", f"{seq['slices_inspected']:.1f}"]]
+    for v, r in sweep["ugir"].items():
+        rows.append([f"UGIR, stop below {float(v) * 100:.0f} % expected errors left",
+                     f"{r['dice_after'] * 100:.2f}", f"{(r['dice_after'] - seq['dice_after']) * 100:+.2f}",
+                     f"{r['user_seconds']:.1f}", f"{r['user_seconds'] / seq['user_seconds'] * 100:.0f} %",
+                     f"{r['slices_inspected']:.1f}"])
+    return markdown_table(["strategy", "Dice after (%)", "vs sequential (points)", "user time (s)",
+                           "of sequential's time", "slices inspected"], rows) + (
+        f"\n{sweep['cases']} cases of the tuning split (initial Dice {seq['dice_before'] * 100:.2f} %).\n")
 
 
 def budget_sweep(cases: list[Case], budgets=(0.2, 0.4, 0.6, 0.8, 1.0), *, preset: str = "paper",
@@ -114,13 +210,21 @@ def budget_markdown(sweep: dict) -> str:
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         splits_file: Path | None = None, strategies=STRATEGIES, max_cases: int | None = None,
         budget: float = 0.6, fetal_dir: Path | None = None, preset: str = "paper",
-        tune_split: str | None = None, patiences=(), log=print) -> dict:
+        tune_split: str | None = None, patiences=(), stops=(0.05, 0.1, 0.2, 0.3), log=print) -> dict:
     cases = cases_for(images, labels, split, splits_file)[:max_cases]
-    sweep = None
+    sweep = stops_val = gain_val = None
     if tune_split:
-        log(f"budget sweep on the {tune_split} split")
-        sweep = budget_sweep(cases_for(images, labels, tune_split, splits_file), preset=preset, log=log)
-    predictions: dict = {}
+        tune_cases = cases_for(images, labels, tune_split, splits_file)[:max_cases]
+        tune_predictions = predict_cases(tune_cases, {})
+        gain_val = suggestion_gain(tune_cases, tune_predictions)
+        log(f"stop-rule sweep on the {tune_split} split")
+        stops_val = stop_sweep(tune_cases, stops, predictions=tune_predictions, budget=budget, preset=preset,
+                               log=log)
+        if patiences:
+            log(f"budget sweep on the {tune_split} split")
+            sweep = budget_sweep(tune_cases, preset=preset, log=log)
+    predictions = predict_cases(cases, {})
+    gain = suggestion_gain(cases, predictions)
     results = {}
     for s in strategies:
         t = time.perf_counter()
@@ -129,11 +233,14 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
             f"{results[s]['mean']['user_seconds']:.1f} s ({time.perf_counter() - t:.0f} s)")
     for pat in patiences:  # sensitivity of UGIR to its early-stop patience (the paper: 3)
         if pat != 3:
-            results[f"ugir-patience{pat}"] = simulate_cases(cases, "ugir", budget=budget, predictions=predictions,
-                                                           preset=preset, patience=pat)
+            results[f"ugir-patience{pat}"] = simulate_cases(cases, "ugir-nu", budget=budget,
+                                                           predictions=predictions, preset=preset, patience=pat)
     data = {"benchmark": "stack", "command": command_line(), "machine": machine(),
             "images": str(images), "split": split, "budget": budget, "preset": preset, "cases": len(cases),
-            "results": results}
+            "suggestion_gain": gain, "results": results}
+    if gain_val is not None:
+        data["suggestion_gain_tuning"] = {"split": tune_split, **gain_val}
+        data["stop_sweep"] = {"split": tune_split, **stops_val}
     if sweep is not None:
         data["budget_sweep"] = {"split": tune_split, **sweep}
     if fetal_dir is not None and Path(fetal_dir).is_dir():
@@ -150,9 +257,11 @@ def _ms(v) -> str:
 
 def table_markdown(data: dict) -> str:
     rows = []
-    names = {"ugir": "UGIR", "ugir-naive": "UGIR(*) (ν*)", "sequential": "UGIR(-U) (sequential)",
-             "graphcut": "Graph Cut (scratch)", "deepigeos": "DeepIGeoS (R-Net)"}
-    names.update({s: f"UGIR, early stop after {s[len('ugir-patience'):]}" for s in data["results"]
+    names = {"ugir": "UGIR, gain order + expected-gain stop (default)", "ugir-nu": "UGIR, ν + 3 clean (paper)",
+             "ugir-naive": "UGIR(*), ν* + 3 clean (paper)", "ugir-paint": "UGIR order, painting only",
+             "sequential": "UGIR(-U) (sequential)", "graphcut": "Graph Cut (scratch)",
+             "deepigeos": "DeepIGeoS (R-Net)"}
+    names.update({s: f"UGIR ν, early stop after {s[len('ugir-patience'):]}" for s in data["results"]
                   if s.startswith("ugir-patience")})
     for s, res in data["results"].items():
         col = lambda k, scale=1.0: mean_sd([c[k] * scale for c in res["cases"]])
@@ -164,6 +273,13 @@ def table_markdown(data: dict) -> str:
     m = data["machine"]
     text = (markdown_table(header, rows) + f"\n{data['cases']} cases, budget {data['budget']}. "
             f"Machine: {m['cpu']}, {m['cores']} cores. Command: `{data['command']}`\n")
+    text += ("\nWhat checking the suggested slices pays (fix the top slices of each order, "
+             f"{data['cases']} cases):\n\n" + suggestion_gain_markdown(data["suggestion_gain"]))
+    if "stop_sweep" in data:
+        text += ("\nStop rule on the tuning split:\n\n" + stop_markdown(data["stop_sweep"])
+                 + "\nSlice orders on the tuning split:\n\n"
+                 + suggestion_gain_markdown({k: v for k, v in data["suggestion_gain_tuning"].items()
+                                             if k != "split"}))
     if "budget_sweep" in data:
         text += "\nBudget M' on the tuning split:\n\n" + budget_markdown(data["budget_sweep"])
     return text
