@@ -321,7 +321,9 @@ def suggest(
     seg: Optional[Path] = typer.Option(None, "--seg", help="Segmentation (default: prob > 0.5)."),
     axis: int = typer.Option(2, help="Slice axis."),
     budget: float = typer.Option(0.6, help="Fraction of slices to suggest (M'/M)."),
-    naive: bool = typer.Option(False, help="Order by the naive ν* = ΣU instead of ν."),
+    order: str = typer.Option("gain", help="gain (expected wrong voxels Σ min(p, 1-p), the default) | "
+                                           "nu (the paper's ν = ΣU / (ΣY + ζ)) | nu-naive (ν* = ΣU)."),
+    naive: bool = typer.Option(False, help="Deprecated: the same as --order nu-naive."),
 ):
     """Rank slices by uncertainty: the slices a person should check first.
 
@@ -332,8 +334,11 @@ def suggest(
 
     from segrefine import io
     from segrefine.bench.common import write_json
+    from segrefine.guidance import ORDERS
     from segrefine.guidance import suggest as rank
 
+    if order not in ORDERS:
+        raise InputError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     if Path(json_out).is_dir():
         raise InputError(f"--json {json_out}: is a folder; give the JSON file's name")
     io.check_writable_dir(Path(json_out).parent)  # before the model runs
@@ -349,11 +354,14 @@ def suggest(
         p = _load_like(prob, vol, "--prob", unit_interval=True)
         u = _load_like(uncertainty, vol, "--uncertainty")
         y = _load_like(seg, vol, "--seg") if seg is not None else (p > 0.5)
-    out = rank(u, np.asarray(y), axis=axis, budget=budget, naive=naive)
+    if naive:
+        order = "nu-naive"
+    out = rank(u, np.asarray(y), prob=p, order=order, axis=axis, budget=budget)
     out["image"] = str(input)
     write_json(json_out, out)
     top = ", ".join(f"{s['index']} (ν={s['nu']:.3g})" for s in out["slices"][:5])
-    console.print(f"{out['budget_slices']} of {len(out['slices'])} slices in the budget; top: {top}")
+    console.print(f"{out['budget_slices']} of {len(out['slices'])} slices in the budget "
+                  f"(order {out['order']}); top: {top}")
 
 
 def _load_like(path: Path, ref, what: str, *, unit_interval: bool = False):
@@ -502,7 +510,7 @@ def bench_uncertainty(
     images: Path = typer.Option(..., "--images", help="Image folder (Decathlon layout)."),
     labels: Path = typer.Option(..., "--labels", help="Label folder."),
     json_out: Path = typer.Option(..., "--json", help="Output JSON (a .md table and .png figure beside it)."),
-    split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = all cases)."),
+    split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = every case but --val-split's)."),
     val_split: str = typer.Option("val", help="Split used to choose the UEO threshold."),
     splits: Optional[Path] = typer.Option(None, help="Split file; default IMAGES/../splits.json."),
     samples: int = typer.Option(10, help="MC dropout passes T."),

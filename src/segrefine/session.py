@@ -33,7 +33,7 @@ import numpy as np
 
 from segrefine import io
 from segrefine.errors import InputError
-from segrefine.guidance import SuggestionQueue, suggest
+from segrefine.guidance import DEFAULT_ORDER, ORDERS, SuggestionQueue, suggest
 from segrefine.preprocess import normalise
 from segrefine.refine.slice import DEFAULT_PRESET, REFINE_METHODS, preset_params, refine_slice
 from segrefine.validate import image_map
@@ -93,7 +93,8 @@ class Session:
     # ------------------------------------------------------------------ creation
     @classmethod
     def create(cls, folder: str | Path, image: str | Path | io.Volume, *, axis: int = 2,
-               method: str = "idrlse", budget: float = 0.6, preset: str = DEFAULT_PRESET) -> Session:
+               method: str = "idrlse", budget: float = 0.6, preset: str = DEFAULT_PRESET,
+               order: str = DEFAULT_ORDER) -> Session:
         """Start a session on an image file (or a loaded :class:`Volume`)."""
         folder = Path(folder)
         if (folder / "meta.json").exists():
@@ -104,6 +105,8 @@ class Session:
             raise InputError(f"method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
         if not 0 < budget <= 1:
             raise InputError(f"budget must be in (0, 1], got {budget}")
+        if order not in ORDERS:
+            raise InputError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         preset_params(preset, method)
         volume = io.load(image) if not isinstance(image, io.Volume) else image
         name = io.case_name(image) if not isinstance(image, io.Volume) else "image"
@@ -111,7 +114,7 @@ class Session:
         (folder / "history").mkdir(exist_ok=True)
         io.save(volume, folder / "image.nii.gz")
         meta = {"format": FORMAT, "name": name, "shape": list(volume.shape), "axis": axis,
-                "method": method, "budget": budget, "preset": preset, "spacing": list(volume.spacing),
+                "method": method, "budget": budget, "preset": preset, "order": order, "spacing": list(volume.spacing),
                 "created": time.time()}
         session = cls(folder, volume, meta)
         session._write_meta()
@@ -142,6 +145,8 @@ class Session:
         if session.queue is not None and state.get("queue"):
             q = state["queue"]
             session.queue.order = q.get("order", session.queue.order)  # the ranking made at predict time
+            if q.get("expected") is not None:
+                session.queue.expected = q["expected"]
             session.queue.position, session.queue.streak = q["position"], q["streak"]
             session.queue.stopped_early, session.queue.shown = q["stopped_early"], q["shown"]
         return session
@@ -193,6 +198,7 @@ class Session:
 
     def _make_queue(self) -> None:
         self.suggestions = suggest(self.uncertainty, self.mask if self.mask.any() else self.prob > 0.5,
+                                   prob=self.prob, order=self.meta.get("order", DEFAULT_ORDER),
                                    axis=self.axis, budget=float(self.meta["budget"]))
         self.queue = SuggestionQueue.from_suggestions(self.suggestions)
 

@@ -109,6 +109,7 @@ class QueueOut(BaseModel):
     position: int
     budget_slices: int
     streak: int
+    remaining_fraction: float | None = None
     stopped_early: bool
     done: bool
     shown: list[int]
@@ -142,6 +143,7 @@ class SliceScore(BaseModel):
     index: int
     nu: float
     nu_naive: float
+    expected_errors: float | None = None
     area: int
     in_budget: bool
 
