@@ -333,7 +333,7 @@ def fetal_suggestions(fetal_dir: Path, out_dir: Path, *, budget: float = 0.6) ->
         vol = io.load(img_path)
         seg = io.load(fetal_dir / "reference_mgnet" / f"{name}_seg.nii.gz").array
         var = io.load(fetal_dir / "reference_mgnet" / f"{name}_var.nii.gz").array
-        sug = suggest(var, seg, budget=budget)
+        sug = suggest(var, seg, budget=budget, order="nu")  # no probability map: the paper's ν
         out[name] = sug
         top = sug["slices"][:4]
         fig, axes = plt.subplots(2, len(top), figsize=(3 * len(top), 6), squeeze=False)
