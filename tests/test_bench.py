@@ -23,18 +23,31 @@ def _is_png(path):
 def test_bench_refine_runs_every_method_on_the_same_slices(hippo, tmp_path):
     out = tmp_path / "refine.json"
     run_cli("bench", "refine", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
-            "--json", out, "--max-cases", 3, "--max-slices", 6, "--preset", "hippocampus",
-            "--methods", "idrlse,graphcut,rnet,idrlse@paper", check=True)
+            "--json", out, "--max-cases", 3, "--max-slices", 6,
+            "--methods", "paint,idrlse,graphcut,rnet,idrlse@paper", check=True)
     data = json.loads(out.read_text())
     n = data["slices"]
-    assert 1 <= n <= 6
-    assert set(data["results"]) == {"idrlse", "graphcut", "rnet", "idrlse@paper"}
+    assert 1 <= n <= 6 and data["preset"] == "default"
+    assert set(data["results"]) == {"paint", "idrlse", "graphcut", "rnet", "idrlse@paper"}
+    painted = [r["dice_after"] for r in data["results"]["paint"]]
     for m, recs in data["results"].items():
+        s = data["summary"][m]
         assert len(recs) == n
-        assert all(0 <= r["dice_after"] <= 1 and r["fg_scribbles_kept"] and r["bg_scribbles_kept"] for r in recs)
-        assert data["summary"][m]["dice_before"] == pytest.approx(np.mean([r["dice_before"] for r in recs]))
-    assert data["speed"]["geodesic_speedup"] > 1  # numba vs NumPy, same run
-    assert "I-DRLSE (paper parameters)" in out.with_suffix(".md").read_text()
+        assert all(0 <= r["dice_after"] <= 1 for r in recs)
+        assert [r["dice_paint"] for r in recs] == pytest.approx(painted)  # painting beside every row
+        assert s["dice_before"] == pytest.approx(np.mean([r["dice_before"] for r in recs]))
+        diff = np.array([r["dice_after"] for r in recs]) - np.array(painted)
+        assert s["gain_vs_paint"] == pytest.approx(100 * diff.mean())
+        assert s["better_than_paint"] == int((diff > 1e-9).sum())
+        assert s["worse_than_paint"] == int((diff < -1e-9).sum())
+        assert s["better_than_paint"] + s["worse_than_paint"] + s["same_as_paint"] == n
+    assert data["summary"]["paint"]["scribbles_respected_before_overwrite"] is None  # by construction
+    assert data["summary"]["idrlse"]["scribbles_respected_before_overwrite"] is not None  # measured
+    ft = data["fetal_timing"]  # real fetal slices, real strokes, same run
+    assert ft["slices"] > 10 and ft["slice_shape"] == [192, 192] and ft["geodesic_speedup"] > 1
+    assert ft["default"]["pixels_changed_beyond_painting_median"] > 0
+    text = out.with_suffix(".md").read_text()
+    assert "I-DRLSE (paper parameters)" in text and "Painting (strokes only)" in text
     assert _is_png(out.with_suffix(".png")) and _is_png(tmp_path / "refine_examples.png")
 
 

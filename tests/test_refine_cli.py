@@ -69,3 +69,21 @@ def test_refine_cli_bad_input(fetal_inputs, tmp_path):
         proc = run_cli("refine", "-i", img_path, *args, "-o", out)
         assert proc.returncode == 2 and msg in proc.stderr, (args, proc.stderr)
         assert not out.exists()
+
+
+def test_refine_cli_preset_and_painting(fetal_inputs, tmp_path):
+    img_path, img, seg, prob_path = fetal_inputs
+    k = int(np.argmax((seg > 0).sum((0, 1))))
+    scr, _ = _scribbles(seg, k)
+    scr_path = tmp_path / "scr.nii.gz"
+    nib.save(nib.Nifti1Image(scr, img.affine), str(scr_path))
+    out = tmp_path / "painted.nii.gz"
+    proc = run_cli("refine", "-i", img_path, "--prob", prob_path, "--scribbles", scr_path, "-o", out,
+                   "--method", "paint", check=True)
+    assert "(preset default)" in proc.stderr
+    expected = np.asarray(nib.load(str(prob_path)).dataobj) > 0.5
+    expected[scr == 1], expected[scr == 2] = True, False
+    np.testing.assert_array_equal(np.asarray(nib.load(str(out)).dataobj) > 0, expected)
+    proc = run_cli("refine", "-i", img_path, "--prob", prob_path, "--scribbles", scr_path, "-o", out,
+                   "--preset", "fancy")
+    assert proc.returncode == 2 and "--preset must be one of default, paper, hippocampus" in proc.stderr

@@ -74,6 +74,17 @@ def test_create_from_path_and_status(client, shared):
     assert r.status_code == 400 and "no prediction yet" in r.json()["detail"]
 
 
+def test_refinement_preset_choice(client, shared):
+    from segrefine.refine.slice import DEFAULT_PRESET
+
+    st = client.post("/api/sessions", json={"path": FETAL}).json()
+    assert st["preset"] == DEFAULT_PRESET  # the benchmarked default when the page sends none
+    st = client.post("/api/sessions", json={"path": FETAL, "preset": "paper"}).json()
+    assert st["preset"] == "paper"
+    r = client.post("/api/sessions", json={"path": FETAL, "preset": "fancy"})
+    assert r.status_code == 422 and "preset" in r.text
+
+
 def test_ids_are_random_and_unknown_ids_404(client, workspace):
     ids = {client.post("/api/sessions", json={"path": HIPPO}).json()["id"] for _ in range(3)}
     assert len(ids) == 3 and all(ID_PATTERN.fullmatch(i) for i in ids)

@@ -424,21 +424,34 @@ def bench_refine(
     json_out: Path = typer.Option(..., "--json"),
     split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = all)."),
     splits: Optional[Path] = typer.Option(None),
-    methods: str = typer.Option("idrlse,graphcut,rnet", help="Methods; NAME@PRESET runs NAME with another preset."),
+    methods: str = typer.Option("paint,idrlse,graphcut,rnet",
+                                help="Methods (paint = strokes only, the baseline); NAME@PRESET runs NAME "
+                                     "with another preset."),
     max_slices: int = typer.Option(100),
     max_cases: Optional[int] = typer.Option(None),
-    preset: str = typer.Option("paper", help="Refinement parameters: paper | hippocampus (chosen on its val split)."),
+    preset: Optional[str] = typer.Option(None, help="Refinement parameters (default: the val-chosen "
+                                                    "segrefine.refine.slice.DEFAULT_PRESET)."),
 ):
-    """Fig. 4: I-DRLSE, Graph Cut and R-Net on the same mis-segmented slices and scribbles."""
+    """Fig. 4: painting, I-DRLSE, Graph Cut and R-Net on the same mis-segmented slices and scribbles."""
     from segrefine.bench.refine import run
     from segrefine.paths import shared_data_dir
+    from segrefine.refine.slice import DEFAULT_PRESET, PRESETS, REFINE_METHODS
 
+    preset = DEFAULT_PRESET if preset is None else preset
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    for name in [preset] + [n.partition("@")[2] for n in names if "@" in n]:
+        if name not in PRESETS:
+            raise InputError(f"--preset / --methods: preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    for name in names:
+        if name.partition("@")[0] not in REFINE_METHODS:
+            raise InputError(f"--methods: each method must be one of {', '.join(REFINE_METHODS)}, "
+                             f"got {name.partition('@')[0]!r}")
     shared = shared_data_dir()
     fetal = shared / "fetal_stacks" / "images" / "a26_12.nii.gz" if shared else None
     levelset = shared / "levelset_2d" if shared else None
     run(images, labels, json_out, split=split or None, splits_file=splits, max_slices=max_slices,
-        max_cases=max_cases, methods=[m.strip() for m in methods.split(",") if m.strip()], fetal=fetal,
-        levelset_dir=levelset, preset=preset, log=console.print)
+        max_cases=max_cases, methods=names, fetal=fetal, levelset_dir=levelset, preset=preset,
+        log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text())
 
 

@@ -344,7 +344,7 @@ class Session:
 
     def status(self) -> dict:
         return {"name": self.meta["name"], "shape": self.meta["shape"], "axis": self.axis,
-                "method": self.meta["method"], "budget": self.meta["budget"],
-                "accepted": list(self.accepted), "can_undo": self.pointer > 0,
+                "method": self.meta["method"], "preset": self.meta.get("preset", DEFAULT_PRESET),
+                "budget": self.meta["budget"], "accepted": list(self.accepted), "can_undo": self.pointer > 0,
                 "can_redo": self.pointer < self.history_len,
                 "queue": self.queue.state() if self.queue else None}

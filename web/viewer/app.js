@@ -234,7 +234,7 @@ function renderSliceInfo() {
 
 function renderStatus() {
   const st = S.status;
-  $("case-name").textContent = `${st.name} · ${st.shape.join("×")} · ${st.method}`;
+  $("case-name").textContent = `${st.name} · ${st.shape.join("×")} · ${st.method} (${st.preset})`;
   $("undo").disabled = !st.can_undo;
   $("redo").disabled = !st.can_redo;
   $("download").href = api.routes.download(S.sid);
@@ -411,8 +411,15 @@ async function openSession(sid) {
   say(S.status.has_maps ? "ready: press n for the next suggested slice" : "no prediction yet: run MG-Net");
 }
 
+/** the page's preset choice; "" = the server's val-chosen default */
+function chosenPreset() {
+  return $("preset-select").value || null;
+}
+
 async function createFromPath(path) {
-  const st = await api.postJSON(api.routes.sessions(), { path });
+  const body = { path };
+  if (chosenPreset()) body.preset = chosenPreset();
+  const st = await api.postJSON(api.routes.sessions(), body);
   await refreshLists();
   await openSession(st.id);
 }
@@ -420,6 +427,7 @@ async function createFromPath(path) {
 async function createFromUpload(file) {
   const form = new FormData();
   form.append("file", file, file.name);
+  if (chosenPreset()) form.append("preset", chosenPreset());
   say(`uploading ${file.name}…`);
   const st = await api.postForm(api.routes.upload(), form);
   await refreshLists();

@@ -1,4 +1,4 @@
-"""Slice-level refinement benchmark (UGIR Fig. 4): I-DRLSE vs Graph Cut vs R-Net.
+"""Slice-level refinement benchmark (UGIR Fig. 4): painting vs I-DRLSE vs Graph Cut vs R-Net.
 
 Slices: MG-Net's prediction on the cases (hippocampus ``test`` split), every
 slice where the simulated user would refine (slice Dice < 0.85 and an error
@@ -8,9 +8,17 @@ simulated scribbles per slice (:func:`segrefine.interaction.simulate_scribbles`,
 min size 4 pixels) is shared by every method. Slices whose error is too thin
 for a stroke get no scribbles and are skipped (counted in the JSON).
 
-Speed: median and 95th-percentile milliseconds per slice per method, and the
+The baseline is **painting** (``paint``): the initial mask with the stroke
+pixels set to their label. Every method's mean gain over painting and the
+number of slices it makes better / worse than painting are reported. Whether
+the strokes are respected is measured on each method's output *before* the
+final overwrite of the stroke pixels (painting is that overwrite: by
+construction).
+
+Speed: median and 95th-percentile milliseconds per slice per method; the
 numba geodesic distance and I-DRLSE against their straightforward NumPy
-versions on 192x192 slices of the fetal stack, measured in the same run.
+versions; and I-DRLSE on real 192x192 fetal slices (:func:`fetal_timing`),
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ from segrefine.bench.common import (
 from segrefine.figures import save_figure
 from segrefine.metrics import assd, dice
 from segrefine.preprocess import normalise, to_slices
+from segrefine.refine.slice import DEFAULT_PRESET
 from segrefine.simulate import UserModel, needs_refinement
 
-METHODS = ("idrlse", "graphcut", "rnet")
-NAMES = {"idrlse": "I-DRLSE", "graphcut": "Graph Cut", "rnet": "R-Net",
-         "idrlse@paper": "I-DRLSE (paper parameters)", "graphcut@paper": "Graph Cut (λ = 5)"}
+METHODS = ("paint", "idrlse", "graphcut", "rnet")
+NAMES = {"paint": "Painting (strokes only)", "idrlse": "I-DRLSE", "graphcut": "Graph Cut", "rnet": "R-Net",
+         "idrlse@paper": "I-DRLSE (paper parameters)", "idrlse@hippocampus": "I-DRLSE (earlier hippocampus preset)",
+         "graphcut@paper": "Graph Cut (λ = 5)"}
 
 
 def _method_preset(name: str, preset: str) -> tuple[str, str]:
@@ -83,49 +93,124 @@ def _slice_assd(a, b, sp):
     return assd(a, b, sp) if a.any() and b.any() else float("nan")
 
 
-def run_methods(items, methods=METHODS, preset: str = "paper") -> dict:
-    from segrefine.refine.slice import refine_slice
+def run_methods(items, methods=METHODS, preset: str = DEFAULT_PRESET) -> dict:
+    """Per method, one record per slice; ``dice_paint`` is painting's Dice on that slice."""
+    from segrefine.refine.slice import paint, refine_slice
 
     out = {}
     for m in methods:
         method, p = _method_preset(m, preset)
         recs = []
+        if items:  # warm-up, untimed: imports, numba compilation, loading R-Net
+            first = items[0]
+            refine_slice(method, first["image"], first["prob"], first["init"], first["scribbles"],
+                         spacing=first["spacing"], preset=p)
         for it in items:
+            info: dict = {}
             t = time.perf_counter()
             mask = refine_slice(method, it["image"], it["prob"], it["init"], it["scribbles"],
-                                spacing=it["spacing"], preset=p)
+                                spacing=it["spacing"], preset=p, info=info)
             ms = (time.perf_counter() - t) * 1000
+            painted = paint(it["init"], it["scribbles"])
             recs.append({"case": it["case"], "slice": it["slice"], "ms": ms,
                          "dice_before": dice(it["init"], it["gt"]), "dice_after": dice(mask, it["gt"]),
+                         "dice_paint": dice(painted, it["gt"]),
                          "assd_before": _slice_assd(it["init"], it["gt"], it["spacing"]),
                          "assd_after": _slice_assd(mask, it["gt"], it["spacing"]),
-                         "fg_scribbles_kept": bool(mask[it["scribbles"] == 1].all()),
-                         "bg_scribbles_kept": bool(not mask[it["scribbles"] == 2].any())})
+                         "scribble_pixels": int(np.count_nonzero(it["scribbles"])),
+                         "scribbles_violated_before_overwrite": info.get("scribbles_violated")})
         out[m] = recs
     return out
 
 
-def speed_baselines(fetal_image: Path | None, repeats: int = 5) -> dict:
-    """Numba vs NumPy on 192x192 fetal slices: geodesic distance and I-DRLSE."""
+def versus_painting(recs: list[dict]) -> dict:
+    """Mean gain over painting (Dice points) and the slices better / worse / equal."""
+    diff = np.array([r["dice_after"] - r["dice_paint"] for r in recs])
+    return {"gain_vs_paint": float(100 * diff.mean()), "better_than_paint": int((diff > 1e-9).sum()),
+            "worse_than_paint": int((diff < -1e-9).sum()), "same_as_paint": int((np.abs(diff) <= 1e-9).sum())}
+
+
+def fetal_slices(stacks_dir: Path, *, min_area: int = 200) -> list[dict]:
+    """Real fetal slices with strokes that change the official MG-Net segmentation.
+
+    Every slice of the stacks in ``stacks_dir/images`` whose official segmentation
+    (``reference_mgnet/<stack>_seg.nii.gz``) has at least ``min_area`` pixels: the
+    initial mask is that segmentation, ``P`` the segmentation smoothed (Gaussian,
+    σ 2 px, clipped to [0.02, 0.98]; the official probability is not shipped), and
+    the strokes are the simulated user's (:func:`segrefine.interaction.simulate_scribbles`)
+    against a target that moves the contour by 4 pixels: dilated on even slices
+    (foreground strokes outside the mask), eroded on odd ones (background strokes
+    inside). No ground truth exists for the stacks: these slices time the method on
+    real images and masks, they do not score it.
+    """
+    from scipy import ndimage
+
+    from segrefine.interaction import simulate_scribbles
+
+    out = []
+    for img_path in sorted((Path(stacks_dir) / "images").glob("*.nii.gz")):
+        stack = img_path.name[:-len(".nii.gz")]
+        seg_path = Path(stacks_dir) / "reference_mgnet" / f"{stack}_seg.nii.gz"
+        if not seg_path.exists():
+            continue
+        vol = io.load(img_path)
+        norm = normalise(vol.array)
+        segs = np.asarray(io.load(seg_path).array) > 0
+        for k in range(vol.shape[2]):
+            seg = segs[:, :, k]
+            if seg.sum() < min_area:
+                continue
+            move = ndimage.binary_dilation if k % 2 == 0 else ndimage.binary_erosion
+            target = move(seg, iterations=4)
+            scr = simulate_scribbles(seg, target, seed=k)
+            if not scr.any():
+                continue
+            prob = np.clip(ndimage.gaussian_filter(seg.astype(np.float32), 2.0), 0.02, 0.98)
+            out.append({"name": f"{stack}:{k}", "image": norm[:, :, k].astype(np.float32), "prob": prob,
+                        "init": seg, "scribbles": scr, "spacing": tuple(vol.spacing[:2])})
+    return out
+
+
+def fetal_timing(stacks_dir: Path | None, presets=(DEFAULT_PRESET, "paper"), numpy_slices: int = 4) -> dict:
+    """I-DRLSE on real 192x192 fetal slices (:func:`fetal_slices`): ms per slice per preset,
+    iterations, pixels changed beyond painting; numba vs NumPy on the first slices."""
     from segrefine.geodesic import geodesic_distance, geodesic_distance_numpy
     from segrefine.refine.levelset import idrlse, idrlse_numpy
+    from segrefine.refine.slice import paint, preset_params
 
-    if fetal_image is None or not Path(fetal_image).exists():
+    if stacks_dir is None or not (Path(stacks_dir) / "reference_mgnet").is_dir():
         return {}
-    vol = io.load(fetal_image)
-    img = normalise(vol.array)[:, :, vol.shape[2] // 2].astype(np.float32)
-    h, w = img.shape
-    seeds = np.zeros(img.shape, bool)
-    seeds[h // 2 - 3:h // 2 + 3, w // 2] = True
-    yy, xx = np.mgrid[:h, :w]
-    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (h / 5) ** 2
-    prob = np.clip(0.5 + 0.4 * np.where(disc, 1, -1) + 0.05 * img, 0, 1).astype(np.float32)
-    scr = np.zeros(img.shape, np.uint8)
-    scr[h // 2 - 3:h // 2 + 3, w // 2] = 1
-    scr[5:10, 5] = 2
+    items = fetal_slices(stacks_dir)
+    if not items:
+        return {}
+    out = {"slices": len(items), "slice_shape": list(items[0]["image"].shape),
+           "strokes": "simulated against the official segmentation moved by 4 px (see fetal_slices)"}
+    for preset in presets:
+        params = preset_params(preset, "idrlse")
+        first = items[0]
+        idrlse(first["prob"], first["scribbles"], init=first["init"], image=first["image"], **params)  # compile
+        ms, iters, changed, reach = [], [], [], []
+        for it in items:
+            mask, info = idrlse(it["prob"], it["scribbles"], init=it["init"], image=it["image"],
+                                spacing=it["spacing"], **params)
+            ms.append(1000 * info["seconds"])
+            iters.append(info["iterations"])
+            reach.append(info["D_pixels"])
+            changed.append(int(np.count_nonzero(mask != paint(it["init"], it["scribbles"]))))
+        out[preset] = {"ms_median": statistics.median(ms), "ms_p95": float(np.percentile(ms, 95)),
+                       "ms_max": max(ms), "iterations_median": statistics.median(iters),
+                       "D_pixels_median": statistics.median(reach),
+                       "pixels_changed_beyond_painting_median": statistics.median(changed)}
+    sub = items[:numpy_slices]
+    params = preset_params(presets[0], "idrlse")
+    fast = [idrlse(it["prob"], it["scribbles"], init=it["init"], image=it["image"], **params)[1]["seconds"]
+            for it in sub]
+    slow = [idrlse_numpy(it["prob"], it["scribbles"], init=it["init"], image=it["image"], **params)[1]["seconds"]
+            for it in sub]
+    seeds = sub[0]["scribbles"] > 0
 
-    def timed(fn, n=repeats):
-        fn()  # warm-up (numba compile)
+    def timed(fn, n):
+        fn()
         ts = []
         for _ in range(n):
             t = time.perf_counter()
@@ -133,19 +218,18 @@ def speed_baselines(fetal_image: Path | None, repeats: int = 5) -> dict:
             ts.append((time.perf_counter() - t) * 1000)
         return statistics.median(ts)
 
-    g_fast = timed(lambda: geodesic_distance(img, seeds, lamb=0.5))
-    g_slow = timed(lambda: geodesic_distance_numpy(img, seeds, lamb=0.5), n=2)
-    l_fast = timed(lambda: idrlse(prob, scr, image=img))
-    l_slow = timed(lambda: idrlse_numpy(prob, scr, image=img), n=2)
-    return {"slice_shape": [h, w], "geodesic_ms": g_fast, "geodesic_numpy_ms": g_slow,
-            "geodesic_speedup": g_slow / g_fast, "idrlse_ms": l_fast, "idrlse_numpy_ms": l_slow,
-            "idrlse_speedup": l_slow / l_fast}
+    g_fast = timed(lambda: geodesic_distance(sub[0]["image"], seeds, lamb=0.5), 5)
+    g_slow = timed(lambda: geodesic_distance_numpy(sub[0]["image"], seeds, lamb=0.5), 2)
+    out.update(idrlse_numba_ms=1000 * statistics.median(fast), idrlse_numpy_ms=1000 * statistics.median(slow),
+               idrlse_speedup=statistics.median(slow) / statistics.median(fast), speedup_slices=len(sub),
+               geodesic_ms=g_fast, geodesic_numpy_ms=g_slow, geodesic_speedup=g_slow / g_fast)
+    return out
 
 
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         splits_file: Path | None = None, max_slices: int = 100, max_cases: int | None = None,
         methods=METHODS, fetal: Path | None = None, levelset_dir: Path | None = None,
-        preset: str = "paper", log=print) -> dict:
+        preset: str = DEFAULT_PRESET, log=print) -> dict:
     cases = cases_for(images, labels, split, splits_file)[:max_cases]
     items, skipped = select_slices(cases, max_slices=max_slices, log=log)
     results = run_methods(items, methods, preset)
@@ -153,17 +237,26 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     for m, recs in results.items():
         ms = [r["ms"] for r in recs]
         summary[m] = {k: float(np.nanmean([r[k] for r in recs])) for k in
-                      ("dice_before", "dice_after", "assd_before", "assd_after")}
+                      ("dice_before", "dice_after", "dice_paint", "assd_before", "assd_after")}
+        violated = [r["scribbles_violated_before_overwrite"] for r in recs]
+        measured = [v for v in violated if v is not None]
         summary[m].update(dice_after_sd=float(np.nanstd([r["dice_after"] for r in recs])),
                           ms_median=statistics.median(ms), ms_p95=float(np.percentile(ms, 95)),
-                          scribbles_respected=float(np.mean([r["fg_scribbles_kept"] and r["bg_scribbles_kept"]
-                                                             for r in recs])))
-        log(f"{NAMES.get(m, m)}: Dice {summary[m]['dice_before']:.4f} -> {summary[m]['dice_after']:.4f}, "
+                          **versus_painting(recs),
+                          scribbles_respected_before_overwrite=(
+                              float(np.mean([v == 0 for v in measured])) if measured else None),
+                          scribble_pixels_violated_before_overwrite=(
+                              float(sum(measured) / max(1, sum(r["scribble_pixels"] for r in recs)))
+                              if measured else None))
+        log(f"{NAMES.get(m, m)}: Dice {summary[m]['dice_before']:.4f} -> {summary[m]['dice_after']:.4f} "
+            f"({summary[m]['gain_vs_paint']:+.2f} points vs painting, better on "
+            f"{summary[m]['better_than_paint']}, worse on {summary[m]['worse_than_paint']}), "
             f"{summary[m]['ms_median']:.1f} ms median")
+    stacks = Path(fetal).parent.parent if fetal is not None else None
     data = {"benchmark": "refine", "command": command_line(), "machine": machine(), "images": str(images),
             "split": split, "preset": preset, "slices": len(items), "skipped_thin_error": skipped,
             "selection_rule": "slice Dice < 0.85 and an error component >= 4 px; seeded subset of 100",
-            "summary": summary, "speed": speed_baselines(fetal), "results": results}
+            "summary": summary, "fetal_timing": fetal_timing(stacks), "results": results}
     write_json(out_json, data)
     write_text(Path(out_json).with_suffix(".md"), table_markdown(data))
     boxplot(Path(out_json).with_suffix(".png"), data)
@@ -171,45 +264,62 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     return data
 
 
+def _respected(s: dict) -> str:
+    v = s.get("scribbles_respected_before_overwrite")
+    return "by construction" if v is None else f"{100 * v:.0f}%"
+
+
 def table_markdown(data: dict) -> str:
     rows = []
     for m, recs in data["results"].items():
         s = data["summary"][m]
         rows.append([NAMES.get(m, m), mean_sd([r["dice_before"] * 100 for r in recs]),
-                     mean_sd([r["dice_after"] * 100 for r in recs]), mean_sd([r["assd_before"] for r in recs]),
+                     mean_sd([r["dice_after"] * 100 for r in recs]), f"{s['gain_vs_paint']:+.2f}",
+                     f"{s['better_than_paint']} / {s['worse_than_paint']}",
                      mean_sd([r["assd_after"] for r in recs]), f"{s['ms_median']:.1f}", f"{s['ms_p95']:.1f}",
-                     f"{100 * s['scribbles_respected']:.0f}%"])
-    text = markdown_table(["method", "Dice before (%)", "Dice after (%)", "ASSD before (mm)", "ASSD after (mm)",
-                           "ms / slice (median)", "ms / slice (p95)", "scribbles respected"], rows)
-    sp = data.get("speed") or {}
-    if sp:
-        text += (f"\nSpeed on a {sp['slice_shape'][0]}x{sp['slice_shape'][1]} fetal slice: geodesic distance "
-                 f"{sp['geodesic_ms']:.2f} ms (NumPy reference {sp['geodesic_numpy_ms']:.1f} ms, "
-                 f"{sp['geodesic_speedup']:.0f}x); I-DRLSE {sp['idrlse_ms']:.1f} ms (NumPy reference "
-                 f"{sp['idrlse_numpy_ms']:.0f} ms, {sp['idrlse_speedup']:.0f}x).\n")
+                     _respected(s)])
+    text = markdown_table(["method", "Dice before (%)", "Dice after (%)", "gain vs painting (points)",
+                           "slices better / worse than painting", "ASSD after (mm)", "ms / slice (median)",
+                           "ms / slice (p95)", "strokes respected before the overwrite"], rows)
+    ft = data.get("fetal_timing") or {}
+    if ft:
+        text += (f"\nI-DRLSE on {ft['slices']} real {ft['slice_shape'][0]}x{ft['slice_shape'][1]} fetal slices "
+                 f"(official MG-Net masks, strokes that move them by 4 px): ")
+        text += "; ".join(f"preset `{p}` {v['ms_median']:.1f} ms median ({v['ms_p95']:.1f} p95, "
+                          f"{v['iterations_median']:.0f} iterations, D {v['D_pixels_median']:.1f} px, "
+                          f"{v['pixels_changed_beyond_painting_median']:.0f} pixels changed beyond painting)"
+                          for p, v in ft.items() if isinstance(v, dict))
+        text += (f". Numba vs NumPy on {ft['speedup_slices']} of them: I-DRLSE {ft['idrlse_numba_ms']:.1f} vs "
+                 f"{ft['idrlse_numpy_ms']:.0f} ms ({ft['idrlse_speedup']:.0f}x); geodesic distance "
+                 f"{ft['geodesic_ms']:.2f} vs {ft['geodesic_numpy_ms']:.1f} ms ({ft['geodesic_speedup']:.0f}x).\n")
     m = data["machine"]
-    return text + (f"\n{data['slices']} slices ({data['selection_rule']}). Machine: {m['cpu']}, "
-                   f"{m['cores']} cores. Command: `{data['command']}`\n")
+    return text + (f"\n{data['slices']} slices ({data['selection_rule']}); preset `{data['preset']}`. "
+                   f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}. Command: `{data['command']}`\n")
 
 
 def boxplot(path: Path, data: dict) -> Path:
+    """Slice Dice per method (left) and each slice's Dice minus painting's (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     names = list(data["results"])
+    labels = [NAMES.get(m, m).replace(" (", "\n(") for m in names]
     before = [r["dice_before"] for r in data["results"][names[0]]]
     axes[0].boxplot([before] + [[r["dice_after"] for r in data["results"][m]] for m in names])
-    axes[0].set_xticks(range(1, len(names) + 2), ["initial"] + [NAMES.get(m, m) for m in names])
+    axes[0].set_xticks(range(1, len(names) + 2), ["initial"] + labels, rotation=30, ha="right", fontsize=8)
     axes[0].set_ylabel("slice Dice")
-    ab = [r["assd_before"] for r in data["results"][names[0]]]
-    axes[1].boxplot([[v for v in ab if not np.isnan(v)]] +
-                    [[r["assd_after"] for r in data["results"][m] if not np.isnan(r["assd_after"])] for m in names])
-    axes[1].set_xticks(range(1, len(names) + 2), ["initial"] + [NAMES.get(m, m) for m in names])
-    axes[1].set_ylabel("slice ASSD (mm)")
+    gains = [[100 * (r["dice_after"] - r["dice_paint"]) for r in data["results"][m]] for m in names]
+    axes[1].boxplot(gains)
+    axes[1].axhline(0.0, color="grey", linewidth=0.8)
+    axes[1].set_xticks(range(1, len(names) + 1), labels, rotation=30, ha="right", fontsize=8)
+    axes[1].set_ylabel("slice Dice minus painting's (points)")
+    for i, m in enumerate(names, start=1):
+        s = data["summary"][m]
+        axes[1].annotate(f"{s['better_than_paint']}+ / {s['worse_than_paint']}-", (i, 1.0),
+                         xycoords=("data", "axes fraction"), ha="center", va="top", fontsize=7)
     save_figure(fig, path)
     return path
 
@@ -222,7 +332,7 @@ FETAL_PICTURE = {"stack": "a26_12", "slice": 10,
                  "strokes": [((88, 66), (104, 67), 1), ((118, 62), (130, 62), 2)]}
 
 
-def _fetal_slice(fetal: Path | None):
+def _fetal_slice(fetal: Path | None, preset: str):
     """The picture's fetal stack slice: image, smoothed official segmentation, strokes."""
     from scipy import ndimage
     from skimage.draw import line
@@ -243,12 +353,12 @@ def _fetal_slice(fetal: Path | None):
         stroke = np.zeros(img.shape, bool)
         stroke[line(r0, c0, r1, c1)] = True
         scr[ndimage.binary_dilation(stroke)] = label
-    return (f"fetal {FETAL_PICTURE['stack']} slice {k}", img, prob, seg, scr, "paper")
+    return (f"fetal {FETAL_PICTURE['stack']} slice {k}", img, prob, seg, scr, preset)
 
 
-def _demo_slices(levelset_dir: Path | None, items, fetal: Path | None = None, preset: str = "paper"):
-    """(title, image, prob, initial mask, scribbles, preset) rows of the pictures: the fetal
-    slices with the paper's parameters, the hippocampus slice with the benchmark's preset."""
+def _demo_slices(levelset_dir: Path | None, items, fetal: Path | None = None, preset: str = DEFAULT_PRESET):
+    """(title, image, prob, initial mask, scribbles, preset) rows of the pictures, every row with
+    the benchmark's preset (one default for the fetal and the hippocampus slices)."""
     from skimage.io import imread
 
     out = []
@@ -267,8 +377,8 @@ def _demo_slices(levelset_dir: Path | None, items, fetal: Path | None = None, pr
             from scipy import ndimage
 
             prob = np.clip(ndimage.gaussian_filter(seg.astype(np.float32), 2.0), 0.02, 0.98)
-            out.append((f"levelset_2d {stem}", (img - img.mean()) / (img.std() + 1e-6), prob, seg, scr, "paper"))
-    fetal_slice = _fetal_slice(fetal)
+            out.append((f"levelset_2d {stem}", (img - img.mean()) / (img.std() + 1e-6), prob, seg, scr, preset))
+    fetal_slice = _fetal_slice(fetal, preset)
     if fetal_slice is not None:
         out.append(fetal_slice)
     if items:  # the benchmark's hippocampus slice with the largest structure (the most visible)
@@ -278,7 +388,7 @@ def _demo_slices(levelset_dir: Path | None, items, fetal: Path | None = None, pr
 
 
 def pictures(out_dir: Path, items, levelset_dir, methods, fetal: Path | None = None,
-             preset: str = "paper") -> Path:
+             preset: str = DEFAULT_PRESET) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

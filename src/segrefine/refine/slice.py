@@ -35,11 +35,19 @@ REFINE_METHODS = ("idrlse", "graphcut", "rnet", "paint")
 #   μ 0.005, D 4 pixels, made for 192x192 fetal brain slices; Graph Cut λ 5).
 # "hippocampus": the earlier grid search on the hippocampus `val` split
 #   (D 1.5 px, β 1.0, dt 0.5, ε 2.0; Graph Cut λ 10), lengths in pixels.
+# "default": chosen on the hippocampus `val` split (docs/tuning.md): the authors'
+#   user term (bounded, fading with distance), D 1.5 px growing to a tenth of the
+#   structure's radius on larger structures (4 px on a fetal brain of radius 40 px,
+#   the paper's value there), α 0.5, β 1, dt 0.5, ε 2, at least 30 iterations;
+#   Graph Cut λ 10.
 PRESETS: dict[str, dict[str, dict]] = {
+    "default": {"idrlse": {"user_term": "authors", "D": 1.5, "D_rel": 0.1, "alpha": 0.5, "beta": 1.0,
+                           "dt": 0.5, "epsilon": 2.0, "min_iter": 30},
+                "graphcut": {"lam": 10.0}},
     "paper": {},
     "hippocampus": {"idrlse": {"D": 1.5, "beta": 1.0, "dt": 0.5, "epsilon": 2.0}, "graphcut": {"lam": 10.0}},
 }
-DEFAULT_PRESET = "hippocampus"
+DEFAULT_PRESET = "default"
 
 
 def preset_params(preset: str, method: str) -> dict:
@@ -60,29 +68,48 @@ def paint(init: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _violations(mask: np.ndarray, scribbles: np.ndarray) -> int:
+    scr = np.asarray(scribbles)
+    return int(np.count_nonzero((scr == 1) & ~mask) + np.count_nonzero((scr == 2) & mask))
+
+
 def refine_slice(method: str, image: np.ndarray, prob: np.ndarray, init: np.ndarray,
-                 scribbles: np.ndarray, *, spacing=None, preset: str = DEFAULT_PRESET) -> np.ndarray:
+                 scribbles: np.ndarray, *, spacing=None, preset: str = DEFAULT_PRESET,
+                 info: dict | None = None) -> np.ndarray:
     """Refine one slice with ``method`` and the parameters of ``preset``; bool mask ``(H, W)``.
 
     ``image``, ``prob`` (in [0, 1]), ``init`` (binary) and ``scribbles`` (0 none, 1
     foreground, 2 background) are ``(H, W)`` arrays; ``spacing`` the two pixel sizes
-    in that order (``None`` = 1.0). The inputs are not modified.
+    in that order (``None`` = 1.0). The inputs are not modified. Every method sets
+    the scribbled pixels to their label at the end; when ``info`` (a dict) is given,
+    ``info["scribbles_violated"]`` receives how many scribbled pixels the method's own
+    output had on the wrong side *before* that overwrite (``None`` for ``paint``,
+    which is the overwrite).
     """
     if method not in REFINE_METHODS:
         raise InputError(f"refine method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
     params = preset_params(preset, method)
+    violated = None
     if method == "idrlse":
         from segrefine.refine.levelset import idrlse
 
-        mask, _ = idrlse(prob, scribbles, init=init, image=image, spacing=spacing, **params)
-    elif method == "graphcut":
-        from segrefine.refine.graphcut import graphcut_refine
+        mask, details = idrlse(prob, scribbles, init=init, image=image, spacing=spacing, **params)
+        violated = details["scribbles_violated"]
+    elif method in ("graphcut", "rnet"):
+        if method == "graphcut":
+            from segrefine.refine.graphcut import graphcut_refine
 
-        mask = graphcut_refine(prob, scribbles, image=image, spacing=spacing, **params)
-    elif method == "rnet":
-        from segrefine.refine.rnet import rnet_refine
+            mask = graphcut_refine(prob, scribbles, image=image, spacing=spacing, keep_scribbles=False, **params)
+        else:
+            from segrefine.refine.rnet import rnet_refine
 
-        mask = rnet_refine(image, prob, scribbles, spacing=spacing, **params)
+            mask = rnet_refine(image, prob, scribbles, spacing=spacing, keep_scribbles=False, **params)
+        violated = _violations(mask, scribbles)
+        mask = np.array(mask, dtype=bool)
+        mask[np.asarray(scribbles) == 1] = True
+        mask[np.asarray(scribbles) == 2] = False
     else:
         mask = paint(init, scribbles)
+    if info is not None:
+        info["scribbles_violated"] = violated
     return np.asarray(mask, dtype=bool)

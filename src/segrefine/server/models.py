@@ -14,7 +14,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Axis = Literal[0, 1, 2]
-Method = Literal["idrlse", "graphcut", "rnet"]
+Method = Literal["idrlse", "graphcut", "rnet", "paint"]
+#: the refinement presets (segrefine.refine.slice.PRESETS; a test keeps the two equal)
+Preset = Literal["default", "paper", "hippocampus"]
 
 #: the most points one scribble request may carry (a 1024x1024 slice, fully painted)
 MAX_POINTS = 1024 * 1024
@@ -32,11 +34,13 @@ class _Strict(BaseModel):
 
 
 class SessionOptions(_Strict):
-    """How a new session ranks and refines: slice ``axis``, refinement ``method``,
-    and the budget M' (fraction of the slices the user is asked to check)."""
+    """How a new session ranks and refines: slice ``axis``, refinement ``method``, its
+    parameter ``preset`` (None = the val-chosen default) and the budget M' (fraction of
+    the slices the user is asked to check)."""
 
     axis: Axis = 2
     method: Method = "idrlse"
+    preset: Preset | None = None
     budget: float = Field(0.6, gt=0, le=1)
 
 
@@ -123,6 +127,7 @@ class StatusOut(BaseModel):
     affine: list[list[float]]
     axis: int
     method: str
+    preset: str
     budget: float
     has_maps: bool
     accepted: list[int]

@@ -149,7 +149,8 @@ def status_out(sid: str, s: Session) -> m.StatusOut:
     return m.StatusOut(id=sid, name=st["name"], shape=tuple(st["shape"]),
                        spacing=tuple(s.meta["spacing"]),
                        affine=np.asarray(s.volume.affine, float).tolist(), axis=st["axis"],
-                       method=st["method"], budget=float(st["budget"]), has_maps=s.queue is not None,
+                       method=st["method"], preset=st["preset"], budget=float(st["budget"]),
+                       has_maps=s.queue is not None,
                        accepted=st["accepted"], can_undo=st["can_undo"], can_redo=st["can_redo"],
                        queue=st["queue"])
 
@@ -213,7 +214,8 @@ def create_from_path(body: m.CreateFromPath, request: Request) -> m.StatusOut:
     """A session on a file under the data root."""
     path = resolve_data_path(request, body.path)
     try:
-        sid, s = _store(request).create(path, axis=body.axis, method=body.method, budget=body.budget)
+        sid, s = _store(request).create(path, axis=body.axis, method=body.method, budget=body.budget,
+                                        preset=body.preset)
     except InputError as exc:
         raise InputError(str(exc).replace(str(path), body.path)) from None
     log.info("session %s created from %s", sid, body.path)
@@ -223,9 +225,10 @@ def create_from_path(body: m.CreateFromPath, request: Request) -> m.StatusOut:
 @router.post(UPLOAD, response_model=m.StatusOut, status_code=201)
 def create_from_upload(request: Request, file: Annotated[UploadFile, File()],
                        axis: Annotated[int, Form()] = 2, method: Annotated[str, Form()] = "idrlse",
-                       budget: Annotated[float, Form()] = 0.6) -> m.StatusOut:
+                       budget: Annotated[float, Form()] = 0.6,
+                       preset: Annotated[str | None, Form()] = None) -> m.StatusOut:
     """A session on an uploaded image (multipart field ``file``; size limited by the app)."""
-    options = m.SessionOptions(axis=axis, method=method, budget=budget)
+    options = m.SessionOptions(axis=axis, method=method, budget=budget, preset=preset or None)
     raw_name = (file.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     if not raw_name:
         raise HTTPException(400, "the upload has no file name")
@@ -245,7 +248,8 @@ def create_from_upload(request: Request, file: Annotated[UploadFile, File()],
         check_self_contained(dest, raw_name)
         check_voxel_count(dest, raw_name, request.app.state.max_voxels)
         try:
-            sid, s = store.create(dest, axis=options.axis, method=options.method, budget=options.budget)
+            sid, s = store.create(dest, axis=options.axis, method=options.method, budget=options.budget,
+                                  preset=options.preset)
         except InputError as exc:
             raise InputError(str(exc).replace(str(dest), raw_name)) from None
     finally:

@@ -138,7 +138,8 @@ class SessionStore:
             yield session
         self._evict()
 
-    def create(self, image, *, axis: int, method: str, budget: float) -> tuple[str, Session]:
+    def create(self, image, *, axis: int, method: str, budget: float,
+               preset: str | None = None) -> tuple[str, Session]:
         """A new session on ``image`` (path or Volume) in a fresh random folder."""
         for _ in range(8):
             session_id = new_id()
@@ -148,7 +149,8 @@ class SessionStore:
         else:  # pragma: no cover - 2^128 ids
             raise RuntimeError("could not draw a fresh session id")
         try:
-            session = Session.create(folder, image, axis=axis, method=method, budget=budget)
+            options = {} if preset is None else {"preset": preset}  # None: the session's default
+            session = Session.create(folder, image, axis=axis, method=method, budget=budget, **options)
         except BaseException:
             if folder.exists() and folder.parent == self.workspace:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,103 @@
+"""refine_slice, painting, the presets and the I-DRLSE options chosen on val."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from segrefine.errors import InputError
+from segrefine.preprocess import normalise
+from segrefine.refine.levelset import idrlse, user_force
+from segrefine.refine.slice import DEFAULT_PRESET, PRESETS, REFINE_METHODS, paint, preset_params, refine_slice
+from segrefine.refine.volume import refine_volume
+
+H = 64
+YY, XX = np.mgrid[:H, :H]
+DISC = (YY - 32) ** 2 + (XX - 28) ** 2 < 12**2
+
+
+def _prob(mask):
+    return np.clip(ndimage.gaussian_filter(mask.astype(float), 2.0), 0.02, 0.98)
+
+
+def test_paint_sets_only_the_stroke_pixels():
+    init = np.array([[0, 1, 1], [0, 1, 0], [0, 0, 0]], bool)
+    scr = np.array([[2, 0, 0], [1, 2, 0], [0, 0, 1]], np.uint8)
+    expected = np.array([[0, 1, 1], [1, 0, 0], [0, 0, 1]], bool)
+    np.testing.assert_array_equal(paint(init, scr), expected)
+    before = init.copy()
+    out = refine_slice("paint", np.zeros((3, 3)), np.full((3, 3), 0.5), init, scr)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(init, before)  # inputs untouched
+
+
+def test_methods_and_presets_are_checked():
+    assert "paint" in REFINE_METHODS and DEFAULT_PRESET in PRESETS
+    with pytest.raises(InputError, match="refine method must be one of"):
+        refine_slice("magic", np.zeros((5, 5)), np.zeros((5, 5)), np.zeros((5, 5), bool), np.zeros((5, 5)))
+    with pytest.raises(InputError, match="preset must be one of"):
+        preset_params("fancy", "idrlse")
+    with pytest.raises(InputError, match="preset must be one of"):
+        refine_volume(np.zeros((8, 8, 2)), np.zeros((8, 8, 2)), np.zeros((8, 8, 2), np.uint8), preset="fancy")
+
+
+def test_server_preset_choices_match_the_presets():
+    from typing import get_args
+
+    from segrefine.server.models import Method, Preset
+
+    assert set(get_args(Preset)) == set(PRESETS)
+    assert set(get_args(Method)) == set(REFINE_METHODS)
+
+
+def test_refine_volume_uses_the_preset():
+    """The same strokes refined with two presets differ: the preset reaches the slice refiner."""
+    image = np.stack([_prob(DISC)] * 2, axis=2).astype(np.float32)
+    prob = image.copy()
+    scr = np.zeros(image.shape, np.uint8)
+    scr[28:37, 44:47, 1] = 1  # a stroke just outside the disc on slice 1
+    init = np.stack([DISC] * 2, axis=2)
+    out_default, refined = refine_volume(image, prob, scr, init=init)
+    out_paper, _ = refine_volume(image, prob, scr, init=init, preset="paper")
+    assert refined == [1]
+    np.testing.assert_array_equal(out_default[:, :, 0], DISC)  # unscribbled slices are copied
+    norm = normalise(image)[:, :, 1]
+    expected = refine_slice("idrlse", norm, prob[:, :, 1], DISC, scr[:, :, 1], preset=DEFAULT_PRESET)
+    np.testing.assert_array_equal(out_default[:, :, 1] > 0, expected)
+    assert (out_paper[:, :, 1] != out_default[:, :, 1]).any()
+
+
+def test_user_terms_are_the_paper_text_and_the_authors_code():
+    g_f = np.array([0.0, 1.0, 2.0, 4.0])
+    g_b = np.array([4.0, 4.0, 1.0, 4.0])
+    np.testing.assert_allclose(user_force(g_f, g_b, "paper"), g_b - g_f, atol=1e-9)
+    # the authors: P_f = e^{e^{-G_F}} / (e^{e^{-G_F}} + e^{e^{-G_B}}), force log(P_f / (1 - P_f))
+    pf = np.exp(np.exp(-g_f)) / (np.exp(np.exp(-g_f)) + np.exp(np.exp(-g_b)))
+    np.testing.assert_allclose(user_force(g_f, g_b, "authors"), np.log(pf / (1 - pf)), atol=1e-12)
+    assert np.abs(user_force(g_f, g_b, "authors")).max() < 1.0  # bounded by β
+
+
+def test_empty_initial_mask_works_with_every_preset():
+    """The authors' code gives an all-NaN level set on an empty initial mask; ours grows the strokes."""
+    scr = np.zeros((H, H), np.uint8)
+    scr[30:35, 26:31] = 1
+    for preset in PRESETS:
+        params = preset_params(preset, "idrlse")
+        mask, info = idrlse(_prob(DISC), scr, init=np.zeros((H, H), bool), image=_prob(DISC), **params)
+        assert mask[scr == 1].all() and info["scribbles_violated"] == 0 and info["iterations"] >= 1
+
+
+def test_reach_grows_with_the_structure_and_min_iter_holds():
+    scr = np.zeros((H, H), np.uint8)
+    scr[30:33, 41:44] = 1
+    prob = _prob(DISC)
+    _, small = idrlse(prob, scr, init=DISC, D=1.5, D_rel=0.1)
+    assert small["D_pixels"] == 1.5  # radius 12: a tenth is below the floor
+    _, large = idrlse(prob, scr, init=DISC, D=1.0, D_rel=0.25)
+    radius = np.sqrt((DISC | (scr == 1)).sum() / np.pi)
+    assert large["D_pixels"] == pytest.approx(0.25 * radius)
+    _, info = idrlse(prob, np.zeros((H, H), np.uint8), init=DISC, min_iter=50, tol=10**6)
+    assert info["iterations"] == 50  # the stop rule fires at the first check allowed after min_iter
+    with pytest.raises(InputError, match="`user_term` must be one of"):
+        idrlse(prob, scr, user_term="mine")
+    with pytest.raises(InputError, match="`D_rel` must be a number >= 0"):
+        idrlse(prob, scr, D_rel=-1.0)
