@@ -230,9 +230,18 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
         splits_file: Path | None = None, max_slices: int = 100, max_cases: int | None = None,
         methods=METHODS, fetal: Path | None = None, levelset_dir: Path | None = None,
         preset: str = DEFAULT_PRESET, log=print) -> dict:
+    import torch
+
     cases = cases_for(images, labels, split, splits_file)[:max_cases]
     items, skipped = select_slices(cases, max_slices=max_slices, log=log)
-    results = run_methods(items, methods, preset)
+    # R-Net runs one small slice at a time: with 2 threads on shared cores its timing swung from
+    # 12 ms to 1.9 s per slice (threads waiting on each other); one thread is steady (~15-30 ms)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = run_methods(items, methods, preset)
+    finally:
+        torch.set_num_threads(threads)
     summary = {}
     for m, recs in results.items():
         ms = [r["ms"] for r in recs]
@@ -255,6 +264,7 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     stacks = Path(fetal).parent.parent if fetal is not None else None
     data = {"benchmark": "refine", "command": command_line(), "machine": machine(), "images": str(images),
             "split": split, "preset": preset, "slices": len(items), "skipped_thin_error": skipped,
+            "torch_threads_during_refinement": 1,
             "selection_rule": "slice Dice < 0.85 and an error component >= 4 px; seeded subset of 100",
             "summary": summary, "fetal_timing": fetal_timing(stacks), "results": results}
     write_json(out_json, data)
