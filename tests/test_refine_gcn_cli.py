@@ -37,6 +37,8 @@ def test_refine_gcn_cli_external_maps_and_bad_input(shared, tmp_path):
     assert not (tmp_path / "o2" / "a26_12.nii.gz").exists() and not (tmp_path / "o3" / "a26_12.nii.gz").exists()
     bad = run_cli("refine-gcn", "-i", img, "-o", tmp_path / "o4", "--prob", p, "--nodes", "all")
     assert bad.returncode == 2 and "--nodes must be one of roi, reduced, band" in bad.stderr
+    bad = run_cli("refine-gcn", "-i", img, "-o", tmp_path / "o5", "--prob", p, "--graph", "theirs")
+    assert bad.returncode == 2 and "--graph must be one of ours, authors" in bad.stderr
 
 
 def test_refine_gcn_cli_caps_the_graph(shared, tmp_path):
@@ -68,5 +70,5 @@ def test_refine_gcn_cli_defaults_are_the_library_defaults():
 
     cli = inspect.signature(refine_gcn_cmd).parameters
     lib = inspect.signature(refine_gcn).parameters
-    for name in ("margin", "nodes", "max_nodes", "tau"):
+    for name in ("margin", "nodes", "max_nodes", "tau", "graph", "relabel"):
         assert cli[name].default.default == lib[name].default, name

@@ -247,6 +247,10 @@ def refine_gcn_cmd(
                                        "(0 was best on the hippocampus val split)."),
     nodes: str = typer.Option("roi", help="Graph nodes: roi (every ROI voxel) | reduced (the authors' set) | band."),
     max_nodes: int = typer.Option(2_000_000, help="Most nodes per graph; larger ROIs use the band, then slabs."),
+    graph: str = typer.Option("ours", help="Graph scheme: ours | authors (the authors' code's weights, "
+                                           "features, training subset and relabelling)."),
+    relabel: Optional[str] = typer.Option(None, help="Nodes the GCN relabels: uncertain | all "
+                                                     "(default: the scheme's, ours: uncertain, authors: all)."),
 ):
     """Automatic refinement: a GCN trained on the confident voxels relabels the uncertain ones.
 
@@ -258,7 +262,7 @@ def refine_gcn_cmd(
     import numpy as np
 
     from segrefine import io
-    from segrefine.refine.gcn import NODE_SETS, mc_statistics, refine_gcn
+    from segrefine.refine.gcn import NODE_SETS, RELABEL, SCHEMES, mc_statistics, refine_gcn
     from segrefine.uncertainty import Predictor, binary_entropy
 
     if not 0 < tau <= 1:
@@ -267,6 +271,10 @@ def refine_gcn_cmd(
         raise InputError(f"--nodes must be one of {', '.join(NODE_SETS)}, got {nodes!r}")
     if max_nodes < 1:
         raise InputError(f"--max-nodes must be at least 1, got {max_nodes}")
+    if graph not in SCHEMES:
+        raise InputError(f"--graph must be one of {', '.join(SCHEMES)}, got {graph!r}")
+    if relabel is not None and relabel not in RELABEL:
+        raise InputError(f"--relabel must be one of {', '.join(RELABEL)}, got {relabel!r}")
     if margin < 0:
         raise InputError(f"--margin must be 0 or more voxels, got {margin}")
     files = io.list_images(input)
@@ -296,7 +304,7 @@ def refine_gcn_cmd(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             refined, info = refine_gcn(vol.array, tau=tau, spacing=vol.spacing, margin=margin, nodes=nodes,
-                                       max_nodes=max_nodes, **kw)
+                                       max_nodes=max_nodes, graph=graph, relabel=relabel, **kw)
         for w in caught:
             console.print(f"[yellow]warning:[/yellow] {path}: {w.message}")
         if "samples" in kw:
@@ -467,12 +475,14 @@ def bench_gcn(
     tau: float = typer.Option(0.8),
     max_cases: Optional[int] = typer.Option(None),
     sweep_cases: int = typer.Option(8, help="Cases of the τ sweep (low-data regime)."),
-    cache: Path = typer.Option(Path("bench_out/gcn"), help="Where the train_small U-Net is cached."),
+    cache: Path = typer.Option(Path("bench_out/gcn"),
+                               help="Where the train_small U-Net and each case's U-Net maps are cached."),
     regimes: str = typer.Option("full,small"),
     tune_split: str = typer.Option("val", help="Split that picks the CRF parameters ('' = defaults)."),
     memory_shape: str = typer.Option("512x512x300", help="Volume of the peak-memory probe ('' = skip)."),
 ):
-    """GCN refinement vs CNN, MC expectation and dense CRF, full and low-data regimes; τ sweep; speed."""
+    """GCN refinement (both graph schemes, and followed by the dense CRF) vs CNN, E > 0.5 and dense CRF,
+    full and low-data regimes; GCN settings compared on val; τ sweep; speed."""
     from segrefine.bench.gcn import run
 
     try:
