@@ -85,6 +85,32 @@ def test_refinement_preset_choice(client, shared):
     assert r.status_code == 422 and "preset" in r.text
 
 
+def test_slice_order_choice(client, shared, tmp_path):
+    from typing import get_args
+
+    from segrefine.guidance import ORDERS
+    from segrefine.server.models import Order
+
+    assert set(get_args(Order)) == set(ORDERS)
+    ref = nib.load(shared / HIPPO)
+    prob, unc = synthetic_maps(ref.shape)
+    files = {}
+    for name, arr in (("prob", prob), ("uncertainty", unc)):
+        nib.save(nib.Nifti1Image(arr, ref.affine), str(tmp_path / f"{name}.nii.gz"))
+        files[name] = (f"{name}.nii.gz", (tmp_path / f"{name}.nii.gz").read_bytes())
+    for order, key in (("gain", "expected_errors"), ("nu", "nu")):
+        st = client.post("/api/sessions", json={"path": HIPPO, **({"order": order} if order != "gain" else {})})
+        assert st.status_code == 201 and st.json()["order"] == order  # gain: the default
+        sid = st.json()["id"]
+        assert client.post(f"/api/sessions/{sid}/maps", files=files).status_code == 200
+        sugg = client.get(f"/api/sessions/{sid}/suggestions").json()
+        assert sugg["order"] == order
+        scores = [sl[key] for sl in sugg["slices"]]
+        assert scores == sorted(scores, reverse=True)
+    r = client.post("/api/sessions", json={"path": HIPPO, "order": "alphabetical"})
+    assert r.status_code == 422 and "order" in r.text
+
+
 def test_ids_are_random_and_unknown_ids_404(client, workspace):
     ids = {client.post("/api/sessions", json={"path": HIPPO}).json()["id"] for _ in range(3)}
     assert len(ids) == 3 and all(ID_PATTERN.fullmatch(i) for i in ids)

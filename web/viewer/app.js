@@ -416,8 +416,13 @@ function chosenPreset() {
   return $("preset-select").value || null;
 }
 
+/** the page's slice-order choice (segrefine.guidance.ORDERS) */
+function chosenOrder() {
+  return $("order-select").value || "gain";
+}
+
 async function createFromPath(path) {
-  const body = { path };
+  const body = { path, order: chosenOrder() };
   if (chosenPreset()) body.preset = chosenPreset();
   const st = await api.postJSON(api.routes.sessions(), body);
   await refreshLists();
@@ -428,6 +433,7 @@ async function createFromUpload(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   if (chosenPreset()) form.append("preset", chosenPreset());
+  form.append("order", chosenOrder());
   say(`uploading ${file.name}…`);
   const st = await api.postForm(api.routes.upload(), form);
   await refreshLists();

@@ -17,6 +17,8 @@ Axis = Literal[0, 1, 2]
 Method = Literal["idrlse", "graphcut", "rnet", "paint"]
 #: the refinement presets (segrefine.refine.slice.PRESETS; a test keeps the two equal)
 Preset = Literal["default", "paper", "hippocampus"]
+#: the slice orders (segrefine.guidance.ORDERS; a test keeps the two equal)
+Order = Literal["gain", "nu", "nu-naive"]
 
 #: the most points one scribble request may carry (a 1024x1024 slice, fully painted)
 MAX_POINTS = 1024 * 1024
@@ -42,6 +44,7 @@ class SessionOptions(_Strict):
     method: Method = "idrlse"
     preset: Preset | None = None
     budget: float = Field(0.6, gt=0, le=1)
+    order: Order = "gain"
 
 
 class CreateFromPath(SessionOptions):
@@ -129,6 +132,7 @@ class StatusOut(BaseModel):
     method: str
     preset: str
     budget: float
+    order: str = "gain"
     has_maps: bool
     accepted: list[int]
     can_undo: bool

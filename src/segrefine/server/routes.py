@@ -150,6 +150,7 @@ def status_out(sid: str, s: Session) -> m.StatusOut:
                        spacing=tuple(s.meta["spacing"]),
                        affine=np.asarray(s.volume.affine, float).tolist(), axis=st["axis"],
                        method=st["method"], preset=st["preset"], budget=float(st["budget"]),
+                       order=s.meta.get("order", "gain"),
                        has_maps=s.queue is not None,
                        accepted=st["accepted"], can_undo=st["can_undo"], can_redo=st["can_redo"],
                        queue=st["queue"])
@@ -215,7 +216,7 @@ def create_from_path(body: m.CreateFromPath, request: Request) -> m.StatusOut:
     path = resolve_data_path(request, body.path)
     try:
         sid, s = _store(request).create(path, axis=body.axis, method=body.method, budget=body.budget,
-                                        preset=body.preset)
+                                        preset=body.preset, order=body.order)
     except InputError as exc:
         raise InputError(str(exc).replace(str(path), body.path)) from None
     log.info("session %s created from %s", sid, body.path)
@@ -226,9 +227,10 @@ def create_from_path(body: m.CreateFromPath, request: Request) -> m.StatusOut:
 def create_from_upload(request: Request, file: Annotated[UploadFile, File()],
                        axis: Annotated[int, Form()] = 2, method: Annotated[str, Form()] = "idrlse",
                        budget: Annotated[float, Form()] = 0.6,
-                       preset: Annotated[str | None, Form()] = None) -> m.StatusOut:
+                       preset: Annotated[str | None, Form()] = None,
+                       order: Annotated[str, Form()] = "gain") -> m.StatusOut:
     """A session on an uploaded image (multipart field ``file``; size limited by the app)."""
-    options = m.SessionOptions(axis=axis, method=method, budget=budget, preset=preset or None)
+    options = m.SessionOptions(axis=axis, method=method, budget=budget, preset=preset or None, order=order)
     raw_name = (file.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     if not raw_name:
         raise HTTPException(400, "the upload has no file name")
@@ -249,7 +251,7 @@ def create_from_upload(request: Request, file: Annotated[UploadFile, File()],
         check_voxel_count(dest, raw_name, request.app.state.max_voxels)
         try:
             sid, s = store.create(dest, axis=options.axis, method=options.method, budget=options.budget,
-                                  preset=options.preset)
+                                  preset=options.preset, order=options.order)
         except InputError as exc:
             raise InputError(str(exc).replace(str(dest), raw_name)) from None
     finally:

@@ -139,7 +139,7 @@ class SessionStore:
         self._evict()
 
     def create(self, image, *, axis: int, method: str, budget: float,
-               preset: str | None = None) -> tuple[str, Session]:
+               preset: str | None = None, order: str = "gain") -> tuple[str, Session]:
         """A new session on ``image`` (path or Volume) in a fresh random folder."""
         for _ in range(8):
             session_id = new_id()
@@ -150,7 +150,8 @@ class SessionStore:
             raise RuntimeError("could not draw a fresh session id")
         try:
             options = {} if preset is None else {"preset": preset}  # None: the session's default
-            session = Session.create(folder, image, axis=axis, method=method, budget=budget, **options)
+            session = Session.create(folder, image, axis=axis, method=method, budget=budget, order=order,
+                                     **options)
         except BaseException:
             if folder.exists() and folder.parent == self.workspace:
                 shutil.rmtree(folder, ignore_errors=True)
