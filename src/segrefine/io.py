@@ -13,6 +13,10 @@ that cap (1 GiB by default: float32 at the cap, float64 at half of it), stored o
 once scaled in memory. A ``.nii.gz`` is decompressed as a stream into a buffer of
 exactly the size its header announces, so a gzip bomb costs no more memory than
 an honest file of the same header, and a truncated one is refused.
+
+NIfTI arrays are what ``np.asanyarray(nib.load(path).dataobj)`` gives, with one
+difference: 8- and 16-bit integers with a scale factor or intercept are scaled in
+float32 rather than float64 (a 512x512x1000 CT with intercept -1024 takes 1 GiB, not 2).
 """
 
 from __future__ import annotations
@@ -237,6 +241,13 @@ def _read_nifti_header(fh, path: Path, max_voxels: int | None, ndim: int | None)
     scl_inter = np.asanyarray(0.0 if inter is None else inter)
     if np.can_cast(scl_inter, scl_slope.dtype):
         scl_inter = scl_inter.astype(scl_slope.dtype)
+    if dtype.kind in "iu" and dtype.itemsize <= 2 and slope is not None:
+        # 8/16-bit integers scaled (a CT's intercept -1024) are exact enough in float32:
+        # nibabel makes float64, twice the memory (2 GiB for a 512x512x1000 CT)
+        with np.errstate(over="ignore"):
+            s32, i32 = np.float32(scl_slope), np.float32(scl_inter)
+        if np.isfinite(s32) and np.isfinite(i32):
+            scl_slope, scl_inter = np.asanyarray(s32), np.asanyarray(i32)
     with np.errstate(all="ignore"):
         memory = apply_read_scaling(np.zeros(1, dtype), scl_slope, scl_inter).dtype
     check_size(str(path), shape, dtype.itemsize, memory_itemsize=memory.itemsize,
