@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from segrefine.errors import InputError
 from segrefine.preprocess import normalise
-from segrefine.refine.levelset import idrlse, user_force
+from segrefine.refine.levelset import idrlse, stroke_width, user_force
 from segrefine.refine.slice import DEFAULT_PRESET, PRESETS, REFINE_METHODS, paint, preset_params, refine_slice
 from segrefine.refine.volume import refine_volume
 
@@ -101,3 +101,31 @@ def test_reach_grows_with_the_structure_and_min_iter_holds():
         idrlse(prob, scr, user_term="mine")
     with pytest.raises(InputError, match="`D_rel` must be a number >= 0"):
         idrlse(prob, scr, D_rel=-1.0)
+
+
+def test_reach_is_divided_by_the_stroke_width():
+    line = np.zeros((H, H), bool)
+    line[30, 10:40] = True
+    assert stroke_width(line) == 1.0 and stroke_width(np.zeros((H, H), bool)) == 1.0
+    brush = ndimage.binary_dilation(line)  # a brush of radius 1: 3 pixels wide
+    assert 2.5 < stroke_width(brush) < 3.5
+    scr = np.zeros((H, H), np.uint8)
+    scr[brush] = 1
+    _, fixed = idrlse(_prob(DISC), scr, init=DISC, D=3.0)
+    _, divided = idrlse(_prob(DISC), scr, init=DISC, D=3.0, reach_by_width=True)
+    assert fixed["D_pixels"] == 3.0 and divided["D_pixels"] == pytest.approx(3.0 / stroke_width(brush))
+    scr[brush] = 0
+    scr[line] = 1
+    _, divided = idrlse(_prob(DISC), scr, init=DISC, D=3.0, reach_by_width=True)
+    assert divided["D_pixels"] == 3.0  # a one-pixel line keeps the full reach
+
+
+def test_per_label_reach_force_vanishes_beyond_each_reach():
+    g = np.array([0.0, 0.5, 1.0, 2.0])
+    force = user_force(np.minimum(g, 1.0), np.full(4, 2.0), "paper", reach=(1.0, 2.0))
+    np.testing.assert_allclose(force, [1.0, 0.5, 0.0, 0.0])
+    # equal reaches: the same force as the single-cap form
+    g_f, g_b = np.minimum(g, 2.0), np.minimum(g[::-1], 2.0)
+    for term in ("paper", "authors"):
+        np.testing.assert_allclose(user_force(g_f, g_b, term, reach=(2.0, 2.0)), user_force(g_f, g_b, term),
+                                   atol=1e-12)

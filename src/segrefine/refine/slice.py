@@ -35,14 +35,14 @@ REFINE_METHODS = ("idrlse", "graphcut", "rnet", "paint")
 #   μ 0.005, D 4 pixels, made for 192x192 fetal brain slices; Graph Cut λ 5).
 # "hippocampus": the earlier grid search on the hippocampus `val` split
 #   (D 1.5 px, β 1.0, dt 0.5, ε 2.0; Graph Cut λ 10), lengths in pixels.
-# "default": chosen on the hippocampus `val` split (docs/tuning.md): the authors'
-#   user term (bounded, fading with distance), D 1.5 px growing to a tenth of the
-#   structure's radius on larger structures (4 px on a fetal brain of radius 40 px,
-#   the paper's value there), α 0.5, β 1, dt 0.5, ε 2, at least 30 iterations;
-#   Graph Cut λ 10.
+# "default": chosen on the hippocampus `val` split (docs/tuning.md) with three
+#   stroke styles: the paper's user term, D 1 px (growing to a tenth of the
+#   structure's radius on larger structures, 4 px on a fetal brain of radius
+#   40 px, the paper's value there) divided by the strokes' width (a wide brush
+#   has painted the region already), β 2, α 0.1, dt 0.5, ε 2; Graph Cut λ 10.
 PRESETS: dict[str, dict[str, dict]] = {
-    "default": {"idrlse": {"user_term": "authors", "D": 1.5, "D_rel": 0.1, "alpha": 0.5, "beta": 1.0,
-                           "dt": 0.5, "epsilon": 2.0, "min_iter": 30},
+    "default": {"idrlse": {"user_term": "paper", "D": 1.0, "D_rel": 0.1, "reach_by_width": True, "beta": 2.0,
+                           "alpha": 0.1, "dt": 0.5, "epsilon": 2.0},
                 "graphcut": {"lam": 10.0}},
     "paper": {},
     "hippocampus": {"idrlse": {"D": 1.5, "beta": 1.0, "dt": 0.5, "epsilon": 2.0}, "graphcut": {"lam": 10.0}},
