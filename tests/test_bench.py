@@ -41,6 +41,10 @@ def test_bench_refine_runs_every_method_on_the_same_slices(hippo, tmp_path):
         assert s["better_than_paint"] == int((diff > 1e-9).sum())
         assert s["worse_than_paint"] == int((diff < -1e-9).sum())
         assert s["better_than_paint"] + s["worse_than_paint"] + s["same_as_paint"] == n
+    for style in ("few", "brush"):  # the same slices re-stroked; painting beside every method again
+        block = data["stroke_styles"][style]
+        assert 1 <= block["slices"] <= n and set(block["summary"]) == set(data["results"])
+        assert block["summary"]["paint"]["gain_vs_paint"] == 0.0
     assert data["summary"]["paint"]["scribbles_respected_before_overwrite"] is None  # by construction
     assert data["summary"]["idrlse"]["scribbles_respected_before_overwrite"] is not None  # measured
     ft = data["fetal_timing"]  # real fetal slices, real strokes, same run
