@@ -302,3 +302,17 @@ def test_new_session_from_a_data_root_case(page, site):
     assert "no prediction yet" in page.locator("#message").inner_text()
     sid = page.evaluate("segrefine.S.sid")
     assert httpx.get(f"{url}/api/sessions/{sid}").json()["name"] == "hippocampus_004"
+
+
+def test_new_session_with_the_chosen_refinement_preset(page, site):
+    url, _ = site
+    page.goto(f"{url}/")
+    page.wait_for_function("document.querySelector('#file-select option')")
+    assert page.locator("#preset-select").input_value() == ""  # the server's val-chosen default
+    page.select_option("#file-select", CASES["hippocampus_004"])
+    page.select_option("#preset-select", "paper")
+    page.click("#create-from-file")
+    page.wait_for_function("segrefine.S.ready", timeout=60_000)
+    sid = page.evaluate("segrefine.S.sid")
+    assert httpx.get(f"{url}/api/sessions/{sid}").json()["preset"] == "paper"
+    assert "(paper)" in page.locator("#case-name").inner_text()
