@@ -78,11 +78,15 @@ def test_bench_gcn_tunes_on_val_and_probes_memory(hippo, tmp_path):
     out = tmp_path / "gcn.json"
     run_cli("bench", "gcn", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
             "--json", out, "--splits", _splits(hippo, tmp_path), "--regimes", "full", "--samples", 2,
-            "--sweep-cases", 1, "--memory-shape", "40x40x24", check=True)
+            "--sweep-cases", 1, "--memory-shape", "40x40x24", "--cache", tmp_path / "cache", check=True)
     data = json.loads(out.read_text())
     rec = data["results"]["full"][0]
-    assert set(rec) >= {"cnn", "mc_mean", "crf", "gcn", "seconds", "graph"}
+    assert set(rec) >= {"cnn", "mc_mean", "crf", "gcn", "gcn_other", "gcn_crf", "seconds", "graph"}
+    assert len(list((tmp_path / "cache" / "maps").glob("*/*.npz"))) == 2  # the val and the test case
+    gcn = data["summary"]["full"]["variants"]["gcn"]
+    assert gcn["gain_vs_mc_mean"] == pytest.approx(rec["gcn"]["dice"] - rec["mc_mean"]["dice"])
     tuning = data["tuning"]["full"]
+    assert set(tuning["gcn_configs"]) >= {"ours, roi", "authors, reduced"}
     assert len(tuning["crf"]) == 48 and tuning["crf_best_dice"] == max(c["dice"] for c in tuning["crf"])
     assert set(tuning["margin"]) == {"0", "1", "3", "6", "10"}
     mem = data["memory"]
@@ -97,3 +101,28 @@ def test_bench_gcn_refuses_a_bad_memory_shape(hippo, tmp_path):
                    "--json", tmp_path / "gcn.json", "--memory-shape", "512x512")
     assert proc.returncode != 0 and "--memory-shape" in proc.stderr
     assert not (tmp_path / "gcn.json").exists()
+
+
+def test_bench_uncertainty_same_runtime_and_never_tunes_on_reported_cases(hippo, tmp_path):
+    """Every row runs on the same runtime and says so; with --split '' the reported cases
+    exclude the val cases the UEO threshold is tuned on."""
+    names = sorted(p.name.removesuffix(".nii.gz") for p in (hippo / "imagesTr").glob("*.nii.gz"))
+    full = json.loads((hippo / "splits.json").read_text())
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"val": [names[0]], "test": full["test"][:1]}))
+    out = tmp_path / "unc.json"
+    run_cli("bench", "uncertainty", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
+            "--json", out, "--splits", splits, "--split", "", "--max-cases", 1, "--samples", 2,
+            "--methods", "unet,mcdropout,mgnet", check=True)
+    data = json.loads(out.read_text())
+    assert set(data["summary"]) == {"unet", "mcdropout", "mgnet"}
+    reported = {c["case"] for res in data["results"].values() for c in res["cases"]}
+    assert names[0] not in reported and len(reported) == 1
+    runtimes = {k: s["runtime"] for k, s in data["summary"].items()}
+    assert runtimes["mcdropout"].endswith("2 passes") and runtimes["mgnet"].endswith("1 pass")
+    assert len({r.split(",")[0] for r in runtimes.values()}) == 1  # one runtime for every row
+    assert data["ratios"]["mcdropout_over_mgnet_time"] > 0
+    assert "same runtime" in out.with_suffix(".md").read_text()
+    bad = run_cli("bench", "uncertainty", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
+                  "--json", tmp_path / "x.json", "--methods", "unet")
+    assert bad.returncode != 0 and "--methods" in bad.stderr
