@@ -474,7 +474,7 @@ def bench_gcn(
     samples: int = typer.Option(20, help="MC dropout passes T."),
     tau: float = typer.Option(0.8),
     max_cases: Optional[int] = typer.Option(None),
-    sweep_cases: int = typer.Option(8, help="Cases of the τ sweep (low-data regime)."),
+    sweep_cases: int = typer.Option(8, help="Cases of the τ sweep (low-data regime; 0 = skip)."),
     cache: Path = typer.Option(Path("bench_out/gcn"),
                                help="Where the train_small U-Net and each case's U-Net maps are cached."),
     regimes: str = typer.Option("full,small"),

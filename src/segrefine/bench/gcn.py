@@ -328,8 +328,10 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
             recs.append({"case": case.name, **rec})
         results[regime] = recs
         log(f"{regime}: " + ", ".join(f"{v} {np.mean([r[v]['dice'] for r in recs]):.4f}" for v in VARIANTS))
-    sweep = tau_sweep(cases[:sweep_cases], models["small" if "small" in models else "full"], samples,
-                      cache=cache, log=log)
+    sweep = None
+    if sweep_cases > 0:
+        sweep = tau_sweep(cases[:sweep_cases], models["small" if "small" in models else "full"], samples,
+                          cache=cache, log=log)
     data = {"benchmark": "gcn", "command": command_line(), "machine": machine(), "images": str(images),
             "split": split, "samples": samples, "tau": tau, "models": {k: str(v) for k, v in models.items()},
             "default_graph": _default_graph(), "other_gcn": OTHER_GCN[_default_graph()],
@@ -337,7 +339,8 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
             "memory": memory(memory_shape, log=log) if memory_shape else None, "results": results}
     write_json(out_json, data)
     write_text(Path(out_json).with_suffix(".md"), table_markdown(data))
-    plot_sweep(Path(out_json).with_name(Path(out_json).stem + "_tau.png"), sweep)
+    if sweep:
+        plot_sweep(Path(out_json).with_name(Path(out_json).stem + "_tau.png"), sweep)
     if picture:
         plot_example(Path(out_json).with_suffix(".png"), picture)
     return data
