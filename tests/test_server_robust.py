@@ -252,3 +252,45 @@ def test_leftovers_of_a_killed_server_are_removed_at_start(shared, tmp_path):
     assert list((workspace / ".tmp").iterdir()) == []
     assert not list((workspace / sid).glob(".*")) and not list((workspace / sid / "history").glob(".*"))
     assert "removed 3 temporary files left by an interrupted server" in log
+
+
+# ---------------------------------------------------------------------- deleting, warm start
+def test_delete_a_session(shared, tmp_path):
+    workspace = _workspace(tmp_path)
+    with running_server(workspace, shared) as url, httpx.Client(base_url=url, timeout=60) as http:
+        a, b = (http.post("/api/sessions", json={"path": HIPPO}).json()["id"] for _ in range(2))
+        r = http.delete(f"/api/sessions/{a}", headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and (workspace / a).is_dir()
+        r = http.delete(f"/api/sessions/{a}", headers={"Origin": str(url)})
+        assert r.status_code == 204 and r.content == b""
+        assert not (workspace / a).exists() and _sessions(workspace) == [b]
+        assert [s["id"] for s in http.get("/api/sessions").json()] == [b]
+        for method, route in (("get", ""), ("delete", ""), ("post", "/undo")):
+            r = getattr(http, method)(f"/api/sessions/{a}{route}")
+            assert r.status_code == 404 and "no session" in r.json()["detail"], (method, route)
+        assert http.get(f"/api/sessions/{b}").status_code == 200
+        assert not any((workspace / ".tmp").iterdir())
+
+
+def test_first_stroke_after_start_is_fast(shared, tmp_path):
+    """The server warms the refinement methods up while it starts (imports, numba kernels):
+    the first stroke with refinement then takes well under a second (it took 8.9 s)."""
+    import time
+
+    from server_util import make_session
+
+    workspace = _workspace(tmp_path)
+    sids = {m: make_session(workspace, shared / HIPPO, method=m) for m in ("idrlse", "graphcut")}
+    with running_server(workspace, shared) as url, httpx.Client(base_url=url, timeout=60) as http:
+        log_path = next(workspace.glob(f"server-{url.rsplit(':', 1)[1]}.log"))
+        deadline = time.monotonic() + 120
+        while "refinement warm-up done" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        for method, sid in sids.items():
+            t0 = time.perf_counter()
+            r = http.post(f"/api/sessions/{sid}/scribbles",
+                          json={"index": 10, "label": 1, "points": [[18, 26], [18, 27]], "refine": True})
+            wall = time.perf_counter() - t0
+            assert r.status_code == 200 and [c["kind"] for c in r.json()["changes"]] == ["scribble", "refine"]
+            assert wall < 1.0, (method, wall)

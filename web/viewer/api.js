@@ -28,6 +28,16 @@ export class ApiError extends Error {
   }
 }
 
+// A network failure (server stopped, connection refused) is a TypeError in fetch: give it a
+// message a person can act on, with status 0.
+async function request(url, init = undefined) {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    throw new ApiError(0, `the server is unreachable (${location.origin}): is \`segrefine serve\` still running?`);
+  }
+}
+
 async function check(response) {
   if (response.ok) return response;
   let detail = response.statusText;
@@ -38,7 +48,7 @@ async function check(response) {
 }
 
 export async function getJSON(url) {
-  return (await check(await fetch(url, { cache: "no-store" }))).json();
+  return (await check(await request(url, { cache: "no-store" }))).json();
 }
 
 export async function postJSON(url, body = undefined) {
@@ -47,15 +57,19 @@ export async function postJSON(url, body = undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  return (await check(await fetch(url, init))).json();
+  return (await check(await request(url, init))).json();
+}
+
+export async function deleteJSON(url) {
+  await check(await request(url, { method: "DELETE" }));
 }
 
 export async function postForm(url, form) {
-  return (await check(await fetch(url, { method: "POST", body: form }))).json();
+  return (await check(await request(url, { method: "POST", body: form }))).json();
 }
 
 export async function getBytes(url) {
-  const r = await check(await fetch(url, { cache: "no-store" }));
+  const r = await check(await request(url, { cache: "no-store" }));
   return new Uint8Array(await r.arrayBuffer());
 }
 

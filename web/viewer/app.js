@@ -313,13 +313,21 @@ function setMaskShown(show) {
 }
 
 // ------------------------------------------------------------------ server calls (serialised)
+// the busy indicator: shown while a server call is queued or running
+function showBusy() {
+  $("busy").hidden = S.pending === 0;
+  document.body.classList.toggle("busy", S.pending > 0);
+}
+
 function enqueue(task) {
   S.pending++;
+  showBusy();
   const run = S.chain.then(task).catch((err) => {
     console.error(err);
     say(err.detail ?? String(err), true);
   }).finally(() => {
     S.pending--;
+    showBusy();
   });
   S.chain = run;
   return run;
@@ -570,11 +578,21 @@ function endStroke(e) {
   stroke = null;
   if (e && ink.hasPointerCapture(e.pointerId)) ink.releasePointerCapture(e.pointerId);
   const points = [...s.pixels].map((p) => p.split(",").map(Number));
+  const wasEdited = S.edited.has(s.index);
   S.edited.add(s.index);
+  say(`refining slice ${s.index}…`);
   enqueue(async () => {
-    const out = await api.postJSON(api.routes.scribbles(S.sid), {
-      index: s.index, axis: S.status.axis, label: TOOLS[s.tool], points, radius: S.radius, refine: true,
-    });
+    let out;
+    try {
+      out = await api.postJSON(api.routes.scribbles(S.sid), {
+        index: s.index, axis: S.status.axis, label: TOOLS[s.tool], points, radius: S.radius, refine: true,
+      });
+    } catch (err) {
+      // not stored: the ink must not stay as if it were
+      clearInk();
+      if (!wasEdited) S.edited.delete(s.index);
+      throw new api.ApiError(err.status ?? 0, `stroke not saved: ${err.detail ?? err}`);
+    }
     await afterAction(out);
     await nextFrame();
     clearInk();
@@ -616,6 +634,20 @@ $("show-mask").addEventListener("change", (e) => setMaskShown(e.target.checked))
 $("open-session").addEventListener("click", () => {
   const sid = $("session-select").value;
   if (sid) openSession(sid).catch((err) => say(err.detail ?? String(err), true));
+});
+$("delete-session").addEventListener("click", () => {
+  const sid = $("session-select").value;
+  const name = $("session-select").selectedOptions[0]?.textContent ?? sid;
+  if (!sid || !window.confirm(`Delete the session ${name} and its edits?`)) return;
+  enqueue(async () => {
+    await api.deleteJSON(api.routes.session(sid));
+    if (sid === S.sid) {
+      location.assign("/");  // the open session is gone: start from an empty page
+      return;
+    }
+    await refreshLists();
+    say(`deleted session ${name}`);
+  });
 });
 $("create-from-file").addEventListener("click", () => {
   const path = $("file-select").value;

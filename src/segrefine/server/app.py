@@ -23,6 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tempfile
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -273,9 +276,45 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
     return app
 
 
+def warm_up() -> float:
+    """Run every refinement path once on a tiny synthetic session (a temporary folder), so that
+    the first stroke of a user does not pay for imports and for loading or compiling the numba
+    kernels (seconds; they are cached on disk with ``cache=True``). Returns the seconds taken."""
+    import numpy as np
+
+    from segrefine.io import Volume
+    from segrefine.session import Session
+
+    t0 = time.perf_counter()
+    yy, xx = np.mgrid[:24, :24, :4][:2]
+    blob = (((yy - 12) ** 2 + (xx - 12) ** 2) < 36).astype(np.float32)
+    prob = np.clip(blob * 0.8 + 0.1, 0, 1).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="segrefine-warmup-") as tmp:
+        s = Session.create(Path(tmp) / "s", Volume(array=(blob * 100).astype(np.int16)))
+        s.set_maps(prob, (prob * (1 - prob)).astype(np.float32))
+        for method in ("idrlse", "graphcut"):
+            s.add_scribble(1, [[12, 10], [12, 11]], 1)
+            s.add_scribble(1, [[1, 1], [1, 2]], 2)
+            s.refine(1, method=method)
+    return time.perf_counter() - t0
+
+
+def _warm_up_in_background() -> threading.Thread:
+    def run():
+        try:
+            log.warning("refinement warm-up done in %.1f s", warm_up())
+        except Exception:  # a warm-up failure must not stop the server; the first stroke pays
+            log.exception("refinement warm-up failed")
+
+    thread = threading.Thread(target=run, name="segrefine-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve(*, data_root: Path | None, workspace: Path, host: str = "127.0.0.1",
-          port: int = 8000) -> None:
-    """Run the app with uvicorn until interrupted (``segrefine serve``)."""
+          port: int = 8000, warm: bool = True) -> None:
+    """Run the app with uvicorn until interrupted (``segrefine serve``); with ``warm`` the
+    refinement methods are warmed up in a background thread while the server starts."""
     import uvicorn
 
     loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
@@ -284,4 +323,6 @@ def serve(*, data_root: Path | None, workspace: Path, host: str = "127.0.0.1",
                     "address can read and change the sessions", host)
     app = make_app(data_root=data_root, workspace=workspace,
                    allowed_hosts=[*LOOPBACK_HOSTS, host] if loopback else None)
+    if warm:
+        _warm_up_in_background()
     uvicorn.run(app, host=host, port=port, log_level="info")

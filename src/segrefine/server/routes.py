@@ -260,6 +260,13 @@ def create_from_upload(request: Request, file: Annotated[UploadFile, File()],
     return status_out(sid, s)
 
 
+@router.delete(SESSION, status_code=204, response_class=Response)
+def delete_session(sid: str, request: Request) -> Response:
+    """Delete the session and its folder (waits for its running requests)."""
+    _store(request).delete(sid)
+    return Response(status_code=204)
+
+
 @router.get(SESSION, response_model=m.StatusOut)
 def get_session(sid: str, request: Request) -> m.StatusOut:
     """The session's status (reopens it from disk if the server restarted)."""

@@ -126,6 +126,8 @@ class SessionStore:
             raise UnknownSession(session_id)
         lock = self._lock(session_id)
         with lock:
+            if not (folder / "meta.json").is_file():  # deleted while this request waited
+                raise UnknownSession(session_id)
             with self._guard:
                 session = self._open.get(session_id)
                 if session is not None:
@@ -161,6 +163,22 @@ class SessionStore:
             self._open[session_id] = session
         self._evict()
         return session_id, session
+
+    def delete(self, session_id: str) -> None:
+        """Delete a session: waits for its requests, then moves its folder out of the listing
+        in one rename (never half a session) and removes it."""
+        folder = self.folder(session_id)
+        if not (folder / "meta.json").is_file():
+            raise UnknownSession(session_id)
+        with self._lock(session_id):
+            if not (folder / "meta.json").is_file():
+                raise UnknownSession(session_id)
+            with self._guard:
+                self._open.pop(session_id, None)
+            trash = self.scratch()
+            folder.rename(trash / session_id)
+            shutil.rmtree(trash, ignore_errors=True)
+        log.info("deleted session %s", session_id)
 
     def _evict(self) -> None:
         """Close the least recently used idle sessions past ``max_open`` (they stay on disk).
