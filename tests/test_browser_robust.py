@@ -51,7 +51,7 @@ def _centre_voxel(url, sid, k):
     return (shape[0] // 2, shape[1] // 2, k)
 
 
-def test_busy_indicator_then_a_stroke_with_the_server_down(page, server, shared):
+def test_busy_indicator_then_a_stroke_with_the_server_down(page, server, shared):  # noqa: F811
     url, sids, _ = server
     affine = nib.load(shared / HIPPO).affine
     open_session(page, url, sids[0])
@@ -81,7 +81,7 @@ def test_busy_indicator_then_a_stroke_with_the_server_down(page, server, shared)
     assert page.is_hidden("#busy")
 
 
-def test_delete_a_session_from_the_page(page, server):
+def test_delete_a_session_from_the_page(page, server):  # noqa: F811
     url, sids, workspace = server
     page.goto(f"{url}/")
     page.wait_for_function("window.segrefine !== undefined && document.querySelector('#session-select option')")

@@ -98,14 +98,13 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 # ---------------------------------------------------------------------- header checks and caps
 # (issue 13: memory sized from the header; Hypothesis for headers with odd shapes, dtypes,
 # affines and for truncated or corrupted files)
-import gzip  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import gzip
+import tempfile
+from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, assume, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from hostile import gzip_bomb, lying_header_gz, nifti_header  # noqa: E402
+from hostile import gzip_bomb, lying_header_gz, nifti_header
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
 
 DTYPES = [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.float32,
           np.float64]

@@ -14,8 +14,8 @@ import pytest
 from server_util import make_session, running_server
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 HIPPO = "hippocampus/imagesTr/hippocampus_004.nii.gz"

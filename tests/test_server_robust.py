@@ -140,7 +140,7 @@ def test_cross_origin_writes_refused(shared, tmp_path):
 class _Page(BaseHTTPRequestHandler):
     html = b""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(self.html)))
