@@ -129,3 +129,20 @@ def test_per_label_reach_force_vanishes_beyond_each_reach():
     for term in ("paper", "authors"):
         np.testing.assert_allclose(user_force(g_f, g_b, term, reach=(2.0, 2.0)), user_force(g_f, g_b, term),
                                    atol=1e-12)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_contour_moves_with_foreground_and_background_strokes_together(preset):
+    """Issue 12 saw the contour frozen when a slice held both labels: here a foreground stroke
+    outside the disc and a background stroke inside it both move the contour beyond painting."""
+    truth = (YY - 32) ** 2 + (XX - 34) ** 2 < 12**2  # the disc shifted right by 6 px
+    init = DISC
+    scr = np.zeros((H, H), np.uint8)
+    scr[28:37, 43] = 1  # in the missed part, right
+    scr[28:37, 19] = 2  # in the extra part, left
+    image = _prob(truth)  # the intensities show the truth; P is the shifted CNN output
+    out = refine_slice("idrlse", image, _prob(init), init, scr, preset=preset)
+    painted = paint(init, scr)
+    grown = out & ~painted
+    removed = painted & ~out
+    assert grown[:, 36:].any() and removed[:, :28].any()

@@ -392,8 +392,8 @@ def boxplot(path: Path, data: dict) -> Path:
     axes[1].set_ylabel("slice Dice minus painting's (points)")
     for i, m in enumerate(names, start=1):
         s = data["summary"][m]
-        axes[1].annotate(f"{s['better_than_paint']}+ / {s['worse_than_paint']}-", (i, 1.0),
-                         xycoords=("data", "axes fraction"), ha="center", va="top", fontsize=7)
+        axes[1].annotate(f"{s['better_than_paint']}+ / {s['worse_than_paint']}-", (i, 1.01),
+                         xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=7)
     save_figure(fig, path)
     return path
 
