@@ -1,6 +1,13 @@
+import gzip
+import tempfile
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
+from hostile import gzip_bomb, lying_header_gz, nifti_header
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
 
 from segrefine import io
 from segrefine.errors import InputError
@@ -98,14 +105,6 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 # ---------------------------------------------------------------------- header checks and caps
 # (issue 13: memory sized from the header; Hypothesis for headers with odd shapes, dtypes,
 # affines and for truncated or corrupted files)
-import gzip
-import tempfile
-from pathlib import Path
-
-from hostile import gzip_bomb, lying_header_gz, nifti_header
-from hypothesis import HealthCheck, Phase, assume, given, settings
-from hypothesis import strategies as st
-
 DTYPES = [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.float32,
           np.float64]
 FUZZ = settings(max_examples=60, deadline=None, database=None, derandomize=True,
