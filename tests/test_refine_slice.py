@@ -146,3 +146,22 @@ def test_contour_moves_with_foreground_and_background_strokes_together(preset):
     grown = out & ~painted
     removed = painted & ~out
     assert grown[:, 36:].any() and removed[:, :28].any()
+
+
+@pytest.mark.parametrize("name", ["a03_04_11", "a10_12_22"])
+def test_default_preset_numba_and_numpy_agree(shared, name):
+    from skimage.io import imread
+
+    from segrefine.metrics import dice
+    from segrefine.refine.levelset import idrlse_numpy
+
+    folder = shared / "levelset_2d"
+    image = imread(folder / f"{name}img.png").astype(np.float64)
+    seg = imread(folder / f"{name}seg.png") > 0
+    raw = imread(folder / f"{name}scrb.png")
+    scr = np.zeros(raw.shape, np.uint8)
+    scr[raw == 127], scr[raw == 255] = 1, 2
+    params = preset_params(DEFAULT_PRESET, "idrlse")
+    fast, _ = idrlse(_prob(seg), scr, init=seg, image=image, **params)
+    slow, _ = idrlse_numpy(_prob(seg), scr, init=seg, image=image, **params)
+    assert dice(fast, slow) > 0.99 and (fast != paint(seg, scr)).any()
