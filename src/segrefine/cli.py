@@ -541,6 +541,7 @@ def bench_uncertainty(
     cache: Path = typer.Option(Path("bench_out/ensemble"), help="Where trained ensemble members are cached."),
     fetal: Optional[Path] = typer.Option(None, help="Fetal stack for the speed column (default: the shared a26_12)."),
     max_cases: Optional[int] = typer.Option(None, help="Use only the first N cases of each split (quick runs)."),
+    methods: str = typer.Option("unet,mcdropout,ensemble,mgnet", help="Rows to run (mcdropout and mgnet always)."),
 ):
     """Table 1: U-Net, MC dropout, ensemble and MG-Net (parameters, time, Dice, ASSD, UEO, RVE, AUROC).
 
@@ -554,7 +555,8 @@ def bench_uncertainty(
         fetal = shared_data_dir() / "fetal_stacks" / "images" / "a26_12.nii.gz"
     data = run(images, labels, json_out, split=split or None, val_split=val_split, splits_file=splits,
                samples=samples, ensemble_models=ensemble or None, cache=cache, fetal=fetal,
-               max_cases=max_cases, log=console.print)
+               max_cases=max_cases, methods=[m.strip() for m in methods.split(",") if m.strip()],
+               log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text())
     console.print(f"MC dropout / MG-Net time: {data['ratios']}")
 

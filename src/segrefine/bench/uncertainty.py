@@ -25,6 +25,7 @@ from segrefine.bench.common import (
     write_text,
 )
 from segrefine.datasets import Case
+from segrefine.errors import InputError
 from segrefine.figures import save_figure
 from segrefine.metrics import auroc, best_ueo_threshold, error_mask, rve, segmentation_scores, ueo
 from segrefine.nets.checkpoint import shipped_model
@@ -104,7 +105,8 @@ def _runtime(pred: Predictor) -> str:
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         val_split: str = "val", splits_file: Path | None = None, samples: int = 10,
         ensemble_models: list[Path] | None = None, cache: Path = Path("bench_out/ensemble"),
-        fetal: Path | None = None, max_cases: int | None = None, log=print) -> dict:
+        fetal: Path | None = None, max_cases: int | None = None,
+        methods=("unet", "mcdropout", "ensemble", "mgnet"), log=print) -> dict:
     val = cases_for(images, labels, val_split, splits_file)
     test = cases_for(images, labels, split, splits_file)
     if not split:  # every case but the tuning ones: thresholds are never tuned on reported cases
@@ -112,14 +114,15 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
         test = [c for c in test if c.name not in tuned]
     if max_cases:
         test, val = test[:max_cases], val[:max_cases]
-    if ensemble_models is None:
+    unknown = set(methods) - set(METHOD_LABELS)
+    if unknown or not {"mcdropout", "mgnet"} <= set(methods):
+        raise InputError(f"--methods must include mcdropout and mgnet and name only "
+                         f"{', '.join(METHOD_LABELS)}; got {', '.join(methods)}")
+    if "ensemble" in methods and ensemble_models is None:
         ensemble_models = ensemble_members(Path(images).parent, cache, log=log)
-    predictors = {
-        "unet": Predictor("unet"),
-        "mcdropout": Predictor("mcdropout", passes=samples),
-        "ensemble": Predictor("ensemble", models=ensemble_models),
-        "mgnet": Predictor("mgnet"),
-    }
+    makers = {"unet": lambda: Predictor("unet"), "mcdropout": lambda: Predictor("mcdropout", passes=samples),
+              "ensemble": lambda: Predictor("ensemble", models=ensemble_models), "mgnet": lambda: Predictor("mgnet")}
+    predictors = {name: makers[name]() for name in METHOD_LABELS if name in methods}
     results = {}
     for name, pred in predictors.items():
         log(f"{METHOD_LABELS[name]}: {len(val)} val + {len(test)} test cases")
@@ -147,7 +150,7 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
         ratios["fetal_mcdropout_over_mgnet_time"] = mc["fetal_median_seconds"] / mg["fetal_median_seconds"]
     data = {"benchmark": "uncertainty", "command": command_line(), "machine": machine(),
             "images": str(images), "split": split, "val_split": val_split, "mc_samples": samples,
-            "ensemble_models": [str(p) for p in ensemble_models], "fetal_stack": str(fetal) if fetal else None,
+            "ensemble_models": [str(p) for p in ensemble_models or []], "fetal_stack": str(fetal) if fetal else None,
             "summary": summary, "ratios": ratios, "results": results}
     write_json(out_json, data)
     write_text(Path(out_json).with_suffix(".md"), table_markdown(data))
