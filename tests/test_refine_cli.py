@@ -60,7 +60,7 @@ def test_refine_cli_bad_input(fetal_inputs, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros(seg.shape, np.uint8), img.affine), str(good_scr))
     cases = [
         (["--prob", prob_path, "--scribbles", small], "differs from the image's"),
-        (["--prob", prob_path, "--scribbles", bad_vals], "scribble values must be 0, 1 or 2"),
+        (["--prob", prob_path, "--scribbles", bad_vals], "values must be 0 (none), 1 (foreground) or 2"),
         (["--prob", bad_prob, "--scribbles", good_scr], "[0, 1]"),
         (["--prob", nan_prob, "--scribbles", good_scr], "NaN or inf"),
         (["--prob", prob_path, "--scribbles", good_scr, "--method", "magic"], "--method must be one of"),
