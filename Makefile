@@ -45,7 +45,7 @@ BENCH := $(BIN)/segrefine bench
 bench: setup
 	$(BENCH) uncertainty --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/uncertainty.json
 	$(BENCH) refine --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/refine.json \
-		--preset hippocampus --methods idrlse,graphcut,rnet,idrlse@paper,graphcut@paper
+		--methods paint,idrlse,graphcut,rnet,idrlse@paper,idrlse@hippocampus,graphcut@paper
 	$(BENCH) stack --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/stack.json --preset hippocampus
 	$(BENCH) gcn --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/gcn.json
 
