@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -30,6 +31,15 @@ def _workspace(tmp_path: Path) -> Path:
     path = tmp_path / "ws"
     path.mkdir()
     return path
+
+
+def _wait_warm(url: str, workspace: Path, timeout: float = 120) -> None:
+    """Wait until the server logs that its refinement warm-up is done."""
+    log_path = workspace / f"server-{url.rsplit(':', 1)[1]}.log"
+    deadline = time.monotonic() + timeout
+    while "refinement warm-up done" not in log_path.read_text():
+        assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+        time.sleep(0.2)
 
 
 def _sessions(workspace: Path) -> list[str]:
@@ -76,7 +86,8 @@ def test_hostile_uploads_refused_before_allocation_peak_memory(shared, tmp_path,
     workspace = _workspace(tmp_path)
     with running_server(workspace, shared) as url, httpx.Client(base_url=url, timeout=120) as http:
         pid = url.proc.pid
-        # one ordinary session first, so the figure includes a working server's memory
+        # a warm server with one ordinary session first: the figure includes a working server
+        _wait_warm(url, workspace)
         assert http.post("/api/sessions", json={"path": HIPPO}).status_code == 201
         before = peak_rss_mb(pid)
         for name, data in (("lie.nii.gz", lie), ("bomb.nii.gz", bomb)):
@@ -275,18 +286,12 @@ def test_delete_a_session(shared, tmp_path):
 def test_first_stroke_after_start_is_fast(shared, tmp_path):
     """The server warms the refinement methods up while it starts (imports, numba kernels):
     the first stroke with refinement then takes well under a second (it took 8.9 s)."""
-    import time
-
     from server_util import make_session
 
     workspace = _workspace(tmp_path)
     sids = {m: make_session(workspace, shared / HIPPO, method=m) for m in ("idrlse", "graphcut")}
     with running_server(workspace, shared) as url, httpx.Client(base_url=url, timeout=60) as http:
-        log_path = next(workspace.glob(f"server-{url.rsplit(':', 1)[1]}.log"))
-        deadline = time.monotonic() + 120
-        while "refinement warm-up done" not in log_path.read_text():
-            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
-            time.sleep(0.2)
+        _wait_warm(url, workspace)
         for method, sid in sids.items():
             t0 = time.perf_counter()
             r = http.post(f"/api/sessions/{sid}/scribbles",
