@@ -104,3 +104,25 @@ def test_checkpoint_roundtrip_and_wrong_arch(tmp_path):
     with pytest.raises(InputError, match="not a segrefine checkpoint"):
         load_network(tmp_path / "junk.pt")
     assert np.isclose(back.summary["note"], 1)
+
+
+def test_training_ablation_options():
+    from segrefine.nets.train import _config_for
+
+    cfg = _config_for("mgnet", 2, {"dropout_at": "block", "dropout": [0.1, 0.2, 0.3, 0.3, 0.3]})
+    assert cfg.dropout_at == "block" and cfg.dropout == (0.1, 0.2, 0.3, 0.3, 0.3)
+    assert cfg.channels == mgnet_config().channels and cfg.norm == "group"
+    net = SegNet(cfg)
+    assert all(isinstance(m, torch.nn.Identity) for m in net.drop)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 9  # 5 encoder + 4 decoder blocks
+    assert _config_for("mgnet", 2) == mgnet_config()
+
+
+def test_train_cli_refuses_bad_ablation_options(tmp_path):
+    from conftest import run_cli
+
+    for args, msg in ((["--dropout", "0.1,0.2"], "--dropout must be 5"),
+                      (["--dropout-at", "decoder"], "--dropout-at must be"),
+                      (["--arch", "unet", "--dropout-at", "block"], "apply to --arch mgnet only")):
+        proc = run_cli("train", "--dataset", tmp_path, "--out", tmp_path / "m.pt", *args)
+        assert proc.returncode != 0 and msg in proc.stderr, proc.stderr

@@ -72,6 +72,11 @@ def train(
     seed: int = typer.Option(0),
     multiclass: bool = typer.Option(False, help="Keep label values as classes (default: foreground = label > 0)."),
     threads: int = typer.Option(0, help="Torch threads (0 = torch default)."),
+    dropout_at: Optional[str] = typer.Option(None, help="MG-Net ablation: 'block' puts dropout inside every "
+                                                        "block (the first shipped layout) instead of after "
+                                                        "the encoder blocks (published)."),
+    dropout: Optional[str] = typer.Option(None, help="MG-Net ablation: dropout rate per level, e.g. "
+                                                     "'0.1,0.2,0.3,0.3,0.3' (published: 0.1,...,0.5)."),
 ):
     """Train a U-Net or MG-Net on CPU.
 
@@ -83,6 +88,21 @@ def train(
 
     if arch not in ("mgnet", "unet", "rnet"):
         raise InputError(f"--arch must be mgnet, unet or rnet, got {arch!r}")
+    net_options = {}
+    if dropout_at is not None:
+        if dropout_at not in ("block", "encoder"):
+            raise InputError(f"--dropout-at must be block or encoder, got {dropout_at!r}")
+        net_options["dropout_at"] = dropout_at
+    if dropout is not None:
+        try:
+            rates = [float(v) for v in dropout.split(",")]
+        except ValueError:
+            raise InputError(f"--dropout must be 5 comma-separated rates, got {dropout!r}") from None
+        if len(rates) != 5 or not all(0 <= r < 1 for r in rates):
+            raise InputError(f"--dropout must be 5 comma-separated rates in [0, 1), got {dropout!r}")
+        net_options["dropout"] = rates
+    if net_options and arch != "mgnet":
+        raise InputError("--dropout-at and --dropout apply to --arch mgnet only")
     tr = split_cases(dataset, train_split, splits)
     va = split_cases(dataset, val_split, splits)
     if arch == "rnet":
@@ -93,7 +113,7 @@ def train(
         console.print(f"best val slice Dice {summary['best_val_slice_dice']:.4f} -> {out}")
         return
     cfg = TrainConfig(arch=arch, epochs=epochs, iterations_per_epoch=iterations, batch_size=batch_size,
-                      lr=lr, seed=seed, multiclass=multiclass, threads=threads,
+                      lr=lr, seed=seed, multiclass=multiclass, threads=threads, net_options=net_options,
                       splits={"file": str(splits or Path(dataset) / "splits.json"),
                               "train": train_split, "val": val_split})
     with progress_bar() as bar:

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +42,18 @@ class TrainConfig:
     multiclass: bool = False
     threads: int = 0
     splits: dict = field(default_factory=dict)
+    net_options: dict = field(default_factory=dict)  # NetConfig fields that differ (ablations)
 
 
-def _config_for(arch: str, num_classes: int) -> NetConfig:
+def _config_for(arch: str, num_classes: int, options: dict | None = None) -> NetConfig:
     if arch == "mgnet":
-        return mgnet_config(num_classes=num_classes)
-    if arch == "unet":
-        return unet_config(num_classes=num_classes)
-    raise ValueError(f"--arch must be mgnet or unet, got {arch!r}")
+        cfg = mgnet_config(num_classes=num_classes)
+    elif arch == "unet":
+        cfg = unet_config(num_classes=num_classes)
+    else:
+        raise ValueError(f"--arch must be mgnet or unet, got {arch!r}")
+    options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (options or {}).items()}
+    return replace(cfg, **options)
 
 
 def load_slices(cases: list[Case], axis: int, multiclass: bool):
@@ -132,7 +136,7 @@ def train(train_cases: list[Case], val_cases: list[Case], out: str | Path, cfg: 
         torch.set_num_threads(cfg.threads)
     images, labels = load_slices(train_cases, cfg.axis, cfg.multiclass)
     num_classes = int(max(lab.max() for lab in labels)) + 1 if cfg.multiclass else 2
-    net_cfg = _config_for(cfg.arch, num_classes)
+    net_cfg = _config_for(cfg.arch, num_classes, cfg.net_options)
     net = SegNet(net_cfg)
     if cfg.patch is None:
         # train on the same canvas the predictor pads slices to, so instance
