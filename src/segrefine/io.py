@@ -83,7 +83,8 @@ def check_size(shown: str, shape: tuple, itemsize: int, *, memory_itemsize: int 
     if nbytes > limit:
         raise ImageTooLarge(f"{shown}: image of shape {tuple(shape)} needs {nbytes} bytes "
                             f"({nbytes / 2**30:.2f} GiB) for its voxels, more than the cap of "
-                            f"{limit} bytes ({BYTES_PER_VOXEL} bytes x {cap} voxels)")
+                            f"{limit} bytes ({BYTES_PER_VOXEL} bytes x {cap} voxels; set a larger "
+                            "one with --max-voxels)")
 
 
 @dataclass
