@@ -138,3 +138,16 @@ def test_mc_dropout_on_onnx_samples_like_torch(hippo_case, tmp_path, monkeypatch
     assert dice(a.label > 0, b.label > 0) > 0.95
     assert np.abs(a.prob - b.prob).mean() < 0.01
     assert 0.5 < b.uncertainty.sum() / a.uncertainty.sum() < 2.0
+
+
+def test_shared_predictor_is_loaded_once_and_warmed(tmp_path, monkeypatch):
+    from segrefine.uncertainty import shared_predictor, warm_up
+
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path))
+    shared_predictor.cache_clear()
+    seconds = warm_up("mgnet", shape=(40, 40, 2))
+    pred = shared_predictor("mgnet")
+    assert seconds > 0 and pred is shared_predictor("mgnet") and pred.backend == "onnx"
+    assert False in pred.nets[0]._ort_sessions  # the dropout-off ONNX Runtime session exists
+    assert shared_predictor("mgnet", None, 0) is not pred
+    shared_predictor.cache_clear()

@@ -174,10 +174,10 @@ class Session:
 
     def predict(self, *, model: str | Path | None = None) -> Change:
         """Run the shipped MG-Net (or a given checkpoint) for the initial mask and maps."""
-        from segrefine.uncertainty import Predictor
+        from segrefine.uncertainty import shared_predictor
 
         start = time.perf_counter()
-        pred = Predictor("mgnet", models=[model] if model else None, axis=self.axis)(self.image)
+        pred = shared_predictor("mgnet", str(model) if model else None, self.axis)(self.image)
         change = self.set_maps(pred.prob, pred.uncertainty, pred.label)
         change.seconds = time.perf_counter() - start
         return change

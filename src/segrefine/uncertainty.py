@@ -14,6 +14,7 @@ deterministic network has no samples, so its uncertainty is its entropy.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,3 +203,18 @@ class Predictor:
     @property
     def num_parameters(self) -> int:
         return sum(sum(p.numel() for p in n.parameters()) for n in self.nets)
+
+
+@functools.lru_cache(maxsize=4)
+def shared_predictor(method: str = "mgnet", model: str | None = None, axis: int = 2) -> Predictor:
+    """One :class:`Predictor` per (method, model, axis) for a long-running process (the web
+    app): the networks and their ONNX Runtime sessions are loaded once, not per request."""
+    return Predictor(method, models=[model] if model else None, axis=axis)
+
+
+def warm_up(method: str = "mgnet", shape=(64, 64, 2)) -> float:
+    """Load the shared predictor and run it once on a blank volume (export, session set-up);
+    returns the seconds taken."""
+    t0 = time.perf_counter()
+    shared_predictor(method)(np.zeros(shape, np.float32))
+    return time.perf_counter() - t0

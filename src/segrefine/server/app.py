@@ -303,6 +303,9 @@ def _warm_up_in_background() -> threading.Thread:
     def run():
         try:
             log.warning("refinement warm-up done in %.1f s", warm_up())
+            from segrefine.uncertainty import warm_up as warm_up_mgnet
+
+            log.warning("MG-Net warm-up done in %.1f s", warm_up_mgnet())
         except Exception:  # a warm-up failure must not stop the server; the first stroke pays
             log.exception("refinement warm-up failed")
 
