@@ -69,8 +69,15 @@ def test_bench_stack_runs_the_strategies_and_the_budget_sweep(hippo, tmp_path):
     sweep = data["budget_sweep"]
     assert sweep["split"] == "val" and set(sweep["ugir"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}
     assert set(data["fetal"]) == {"a26_12", "b15_05"}
+    gain = data["suggestion_gain"]
+    assert set(gain) == {"0.1", "0.2", "0.3"}
+    assert set(gain["0.3"]) == {"gain", "nu", "nu-naive", "best", "random"}
+    for f in gain.values():  # nothing beats fixing the slices with the most error voxels
+        assert all(v["gain"] <= f["best"]["gain"] + 1e-12 for v in f.values())
+    stops = data["stop_sweep"]
+    assert stops["split"] == "val" and set(stops["ugir"]) == {"0.05", "0.1", "0.2", "0.3"}
     text = out.with_suffix(".md").read_text()
-    assert "UGIR, early stop after 5" in text and "Budget M'" in text
+    assert "UGIR ν, early stop after 5" in text and "Budget M'" in text and "best possible" in text
     assert _is_png(out.with_suffix(".png")) and _is_png(tmp_path / "fetal_a26_12_suggestions.png")
 
 
