@@ -220,6 +220,10 @@ def test_bad_input_answers_4xx_with_a_message(shared, tmp_path):
         for path in ("loop_a/x.nii.gz", "cases/self.nii.gz"):
             r = http.post("/api/sessions", json={"path": path})
             assert r.status_code == 400 and "symbolic link loop" in r.json()["detail"], r.text
+        for path in ("0" * 1024, "cases/" + "x" * 300 + ".nii.gz"):  # names too long for the disk
+            r = http.post("/api/sessions", json={"path": path})
+            assert r.status_code == 400 and "cannot be read (File name too long)" in r.json()["detail"]
+            assert len(r.json()["detail"]) < 250
         r = http.post("/api/sessions", json={"path": "cases/nan_affine.nii.gz"})
         assert r.status_code == 400, r.text
         assert r.json()["detail"] == ("cases/nan_affine.nii.gz: the voxel-to-world matrix (affine) "

@@ -106,26 +106,37 @@ def check_voxel_count(path: Path, shown: str, max_voxels: int) -> None:
         raise type(exc)(str(exc).replace(str(path), shown)) from None
 
 
+def _shown(rel: str, limit: int = 120) -> str:
+    """``rel`` quoted for a message, cut to ``limit`` characters."""
+    return repr(rel if len(rel) <= limit else rel[:limit] + "...")
+
+
 def resolve_data_path(request: Request, rel: str) -> Path:
     """``rel`` under the data root, resolved (symlinks followed) and checked to stay inside it."""
     root: Path | None = request.app.state.data_root
     if root is None:
         raise HTTPException(404, "this server has no data root (start it with --data-root DIR)")
+    shown = _shown(rel)
     if "\x00" in rel or "\\" in rel:
-        raise HTTPException(400, f"path {rel!r}: use '/' separated names relative to the data root")
+        raise HTTPException(400, f"path {shown}: use '/' separated names relative to the data root")
     if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
-        raise HTTPException(400, f"path {rel!r} must be relative to the data root, not absolute")
+        raise HTTPException(400, f"path {shown} must be relative to the data root, not absolute")
     try:
         target = (root / rel).resolve()
-    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
-        raise HTTPException(400, f"path {rel!r}: a symbolic link loop or an unreadable path") from None
-    if not target.is_relative_to(root):
-        raise HTTPException(403, f"path {rel!r} is outside the data root")
-    if not target.exists():
-        raise HTTPException(404, f"path {rel!r}: no such file under the data root")
-    if target.is_file() and not _allowed_suffix(target.name):
-        raise HTTPException(415, f"path {rel!r}: not an accepted image; expected {_formats()}")
-    if target.is_file():
+        inside = target.is_relative_to(root)
+        exists = inside and target.exists()
+        is_file = exists and target.is_file()
+    except RuntimeError:  # a symbolic link loop (Python < 3.13)
+        raise HTTPException(400, f"path {shown}: a symbolic link loop") from None
+    except OSError as exc:  # a name too long, a loop (Python >= 3.13), no permission
+        raise HTTPException(400, f"path {shown}: cannot be read ({exc.strerror or exc})") from None
+    if not inside:
+        raise HTTPException(403, f"path {shown} is outside the data root")
+    if not exists:
+        raise HTTPException(404, f"path {shown}: no such file under the data root")
+    if is_file and not _allowed_suffix(target.name):
+        raise HTTPException(415, f"path {shown}: not an accepted image; expected {_formats()}")
+    if is_file:
         check_self_contained(target, rel)
         check_voxel_count(target, rel, request.app.state.max_voxels)
     return target
