@@ -56,9 +56,10 @@ def test_hostile_headers_refused_by_every_reading_command(shared, tmp_path, maps
         proc = run_cli("refine", "-i", image, "--prob", path, "--scribbles", image,
                        "-o", tmp_path / "r.nii.gz")
         _one_error_line(proc, "more than the cap of 1073741824 bytes")
-    proc = run_cli("predict", "-i", bomb, "-o", tmp_path / "pred")
-    _one_error_line(proc, "bomb.nii.gz: image of shape (512, 512, 1024)")
-    assert not (tmp_path / "pred").exists()
+    for command in ("predict", "refine-gcn"):
+        proc = run_cli(command, "-i", bomb, "-o", tmp_path / command)
+        _one_error_line(proc, "bomb.nii.gz: image of shape (512, 512, 1024)")
+        assert not (tmp_path / command).exists()
     # the cap is an option of every command
     proc = run_cli("--max-voxels", "1000", "suggest", "-i", image, "--prob", prob,
                    "--uncertainty", unc, "--json", tmp_path / "s.json")
