@@ -42,6 +42,17 @@ def _wait_warm(url: str, workspace: Path, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def _wait_memory_settles(pid: int, timeout: float = 60) -> None:
+    """Wait until the process's peak memory has not grown for 3 s (start-up work is done)."""
+    deadline = time.monotonic() + timeout
+    last, since = peak_rss_mb(pid), time.monotonic()
+    while time.monotonic() - since < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = peak_rss_mb(pid)
+        if now > last + 1:
+            last, since = now, time.monotonic()
+
+
 def _sessions(workspace: Path) -> list[str]:
     return sorted(p.name for p in workspace.iterdir() if ID_PATTERN.fullmatch(p.name))
 
@@ -89,6 +100,7 @@ def test_hostile_uploads_refused_before_allocation_peak_memory(shared, tmp_path,
         # a warm server with one ordinary session first: the figure includes a working server
         _wait_warm(url, workspace)
         assert http.post("/api/sessions", json={"path": HIPPO}).status_code == 201
+        _wait_memory_settles(pid)  # other warm-ups (MG-Net) may still be loading
         before = peak_rss_mb(pid)
         for name, data in (("lie.nii.gz", lie), ("bomb.nii.gz", bomb)):
             r = _upload(http, name, data)
