@@ -77,6 +77,12 @@ def train(
                                                         "the encoder blocks (published)."),
     dropout: Optional[str] = typer.Option(None, help="MG-Net ablation: dropout rate per level, e.g. "
                                                      "'0.1,0.2,0.3,0.3,0.3' (published: 0.1,...,0.5)."),
+    norm: Optional[str] = typer.Option(None, help="MG-Net ablation: 'instance' instead of the published "
+                                                  "group normalisation."),
+    head_kernel: Optional[int] = typer.Option(None, help="MG-Net ablation: output kernel 1 (published: 3)."),
+    up_activation: Optional[bool] = typer.Option(None, "--up-activation/--no-up-activation",
+                                                 help="MG-Net ablation: leaky ReLU after the transposed "
+                                                      "convolutions (published: on)."),
 ):
     """Train a U-Net or MG-Net on CPU.
 
@@ -101,8 +107,19 @@ def train(
         if len(rates) != 5 or not all(0 <= r < 1 for r in rates):
             raise InputError(f"--dropout must be 5 comma-separated rates in [0, 1), got {dropout!r}")
         net_options["dropout"] = rates
+    if norm is not None:
+        if norm not in ("instance", "group"):
+            raise InputError(f"--norm must be instance or group, got {norm!r}")
+        net_options["norm"] = norm
+    if head_kernel is not None:
+        if head_kernel not in (1, 3):
+            raise InputError(f"--head-kernel must be 1 or 3, got {head_kernel}")
+        net_options["head_kernel"] = head_kernel
+    if up_activation is not None:
+        net_options["up_activation"] = up_activation
     if net_options and arch != "mgnet":
-        raise InputError("--dropout-at and --dropout apply to --arch mgnet only")
+        raise InputError("--dropout-at, --dropout, --norm, --head-kernel and --up-activation apply to "
+                         "--arch mgnet only")
     tr = split_cases(dataset, train_split, splits)
     va = split_cases(dataset, val_split, splits)
     if arch == "rnet":
