@@ -404,7 +404,8 @@ def suggest(
     out = rank(u, np.asarray(y), prob=p, order=order, axis=axis, budget=budget)
     out["image"] = str(input)
     write_json(json_out, out)
-    top = ", ".join(f"{s['index']} (ν={s['nu']:.3g})" for s in out["slices"][:5])
+    key = {"gain": "expected_errors", "nu": "nu", "nu-naive": "nu_naive"}[out["order"]]
+    top = ", ".join(f"{s['index']} ({key}={s[key]:.3g})" for s in out["slices"][:5])
     console.print(f"{out['budget_slices']} of {len(out['slices'])} slices in the budget "
                   f"(order {out['order']}); top: {top}")
 
@@ -422,16 +423,23 @@ def _load_like(path: Path, ref, what: str, *, unit_interval: bool = False):
 def simulate(
     images: Path = typer.Option(..., "--images", help="Image folder."),
     labels: Path = typer.Option(..., "--labels", help="Ground-truth label folder."),
-    strategy: str = typer.Option("ugir", help="ugir | ugir-naive | sequential | graphcut | deepigeos."),
+    strategy: str = typer.Option("ugir", help="ugir | ugir-nu | ugir-naive | ugir-paint | sequential | "
+                                              "graphcut | deepigeos."),
     json_out: Path = typer.Option(..., "--json", help="Per-case and mean figures."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write each case's final mask here."),
     split: Optional[str] = typer.Option(None, help="Only the cases of this split (split file beside IMAGES)."),
     splits: Optional[Path] = typer.Option(None, help="Split file."),
     budget: float = typer.Option(0.6, help="M'/M for the ugir strategies."),
     max_cases: Optional[int] = typer.Option(None, help="Only the first N cases."),
-    preset: str = typer.Option("paper", help="Refinement parameters: paper | hippocampus."),
-    patience: int = typer.Option(3, help="ugir strategies: stop after this many consecutive slices that "
-                                         "needed nothing (UGIR: 3)."),
+    preset: str = typer.Option("default", help="Refinement parameters: default (chosen on val) | paper | "
+                                                "hippocampus."),
+    order: str = typer.Option("gain", help="Slice order of ugir and ugir-paint: gain | nu | nu-naive."),
+    patience: Optional[int] = typer.Option(None, help="Guided strategies: stop after this many consecutive "
+                                                      "slices that needed nothing (the paper: 3)."),
+    stop_remaining: Optional[float] = typer.Option(None, help="Guided strategies: stop when the slices not yet "
+                                                              "shown hold less than this fraction of the "
+                                                              "expected wrong voxels. Neither stop given: the "
+                                                              "order's own (gain: 0.2; nu, nu-naive: patience 3)."),
 ):
     """Simulated user study of one strategy (see segrefine.simulate for the user and time model).
 
@@ -445,15 +453,22 @@ def simulate(
 
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if patience < 1:
+    from segrefine.guidance import ORDERS
+
+    if patience is not None and patience < 1:
         raise InputError(f"--patience must be at least 1, got {patience}")
+    if stop_remaining is not None and not 0 <= stop_remaining < 1:
+        raise InputError(f"--stop-remaining must be in [0, 1), got {stop_remaining}")
+    if order not in ORDERS:
+        raise InputError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     cases = cases_for(images, labels, split, splits)[:max_cases]
     if output is not None:
         check_writable_dir(output)
     with progress_bar() as bar:
         task = bar.add_task(f"simulate {strategy}", total=len(cases))
-        data = simulate_cases(cases, strategy, out_dir=output, budget=budget, preset=preset,
-                              patience=patience, on_case=lambda c, r: bar.advance(task))
+        data = simulate_cases(cases, strategy, out_dir=output, budget=budget, preset=preset, order=order,
+                              patience=patience, stop_remaining=stop_remaining,
+                              on_case=lambda c, r: bar.advance(task))
     write_json(json_out, data)
     m = data["mean"]
     console.print(f"{strategy}: Dice {m['dice_before']:.4f} -> {m['dice_after']:.4f}, "
@@ -543,13 +558,16 @@ def bench_stack(
     json_out: Path = typer.Option(..., "--json"),
     split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = all)."),
     splits: Optional[Path] = typer.Option(None),
-    strategies: str = typer.Option("ugir,ugir-naive,sequential,graphcut,deepigeos"),
+    strategies: str = typer.Option("ugir,ugir-nu,ugir-naive,ugir-paint,sequential,graphcut,deepigeos"),
     budget: float = typer.Option(0.6),
     max_cases: Optional[int] = typer.Option(None),
     fetal: Optional[Path] = typer.Option(None, help="Fetal stacks folder (default: shared fetal_stacks)."),
-    preset: str = typer.Option("paper", help="Refinement parameters: paper | hippocampus."),
+    preset: str = typer.Option("default", help="Refinement parameters: default (chosen on val) | paper | "
+                                                "hippocampus."),
     tune_split: Optional[str] = typer.Option(None, help="Also sweep the budget M' on this split (e.g. val)."),
-    patience: str = typer.Option("", help="Extra UGIR rows with these early-stop patiences, e.g. '5' (UGIR: 3)."),
+    patience: str = typer.Option("", help="Extra UGIR ν rows with these early-stop patiences, e.g. '5' "
+                                          "(UGIR: 3); with --tune-split also the budget sweep."),
+    stops: str = typer.Option("0.05,0.1,0.2,0.3", help="Expected-remaining-gain stops swept on --tune-split."),
 ):
     """Table 2: every strategy on the same cases; Dice vs user time plot; fetal-stack suggestions."""
     from segrefine.bench.stack import run
@@ -560,7 +578,8 @@ def bench_stack(
     run(images, labels, json_out, split=split or None, splits_file=splits,
         strategies=[s.strip() for s in strategies.split(",") if s.strip()], budget=budget,
         max_cases=max_cases, fetal_dir=fetal, preset=preset, tune_split=tune_split,
-        patiences=[int(v) for v in patience.split(",") if v.strip()], log=console.print)
+        patiences=[int(v) for v in patience.split(",") if v.strip()],
+        stops=[float(v) for v in stops.split(",") if v.strip()], log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text())
 
 

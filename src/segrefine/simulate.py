@@ -40,6 +40,7 @@ from segrefine.errors import InputError
 from segrefine.guidance import SuggestionQueue, suggest
 from segrefine.metrics import dice
 from segrefine.preprocess import normalise
+from segrefine.refine.slice import DEFAULT_PRESET
 
 STRATEGIES = ("ugir", "ugir-nu", "ugir-naive", "ugir-paint", "sequential", "graphcut", "deepigeos")
 GUIDED = {"ugir": None, "ugir-nu": "nu", "ugir-naive": "nu-naive", "ugir-paint": None}  # order (None: --order)
@@ -97,7 +98,7 @@ def _count_strokes(scribbles: np.ndarray) -> int:
 
 
 def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, seed: int,
-              preset: str = "paper"):
+              preset: str = DEFAULT_PRESET):
     """Rounds of scribbles + refinement on one slice. Returns (mask, strokes, seconds of each
     refinement step)."""
     from segrefine.interaction import simulate_scribbles
@@ -129,7 +130,7 @@ def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, s
 def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, uncertainty=None,
              label=None, spacing=(1.0, 1.0, 1.0), axis: int = 2, budget: float = 0.6,
              user: UserModel | None = None, times: TimeModel | None = None,
-             predict_seconds: float = 0.0, preset: str = "paper", order: str = "gain",
+             predict_seconds: float = 0.0, preset: str = DEFAULT_PRESET, order: str = "gain",
              patience: int | None = None, stop_remaining: float | None = None) -> dict:
     """Simulate one case; returns the record written by ``segrefine simulate``.
 

@@ -26,6 +26,7 @@ from segrefine.bench.common import (
 from segrefine.datasets import Case
 from segrefine.figures import save_figure
 from segrefine.metrics import assd
+from segrefine.refine.slice import DEFAULT_PRESET
 from segrefine.simulate import STRATEGIES, TimeModel, UserModel, run_case, settings
 
 KEYS = ("dice_before", "dice_after", "assd_after", "slices_inspected", "scribbles", "user_seconds",
@@ -34,7 +35,7 @@ KEYS = ("dice_before", "dice_after", "assd_after", "slices_inspected", "scribble
 
 def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = None,
                    budget: float = 0.6, user: UserModel | None = None, times: TimeModel | None = None,
-                   predictions: dict | None = None, on_case=None, preset: str = "paper",
+                   predictions: dict | None = None, on_case=None, preset: str = DEFAULT_PRESET,
                    order: str = "gain", patience: int | None = None,
                    stop_remaining: float | None = None) -> dict:
     """Run ``strategy`` on every case; ``predictions`` caches MG-Net outputs across strategies."""
@@ -176,7 +177,7 @@ def stop_markdown(sweep: dict) -> str:
         f"\n{sweep['cases']} cases of the tuning split (initial Dice {seq['dice_before'] * 100:.2f} %).\n")
 
 
-def budget_sweep(cases: list[Case], budgets=(0.2, 0.4, 0.6, 0.8, 1.0), *, preset: str = "paper",
+def budget_sweep(cases: list[Case], budgets=(0.2, 0.4, 0.6, 0.8, 1.0), *, preset: str = DEFAULT_PRESET,
                  log=print) -> dict:
     """UGIR and UGIR(*) at several budgets M', and sequential inspection, on ``cases`` (the
     ``val`` split: M' is chosen there, as in the paper)."""
@@ -209,7 +210,7 @@ def budget_markdown(sweep: dict) -> str:
 
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         splits_file: Path | None = None, strategies=STRATEGIES, max_cases: int | None = None,
-        budget: float = 0.6, fetal_dir: Path | None = None, preset: str = "paper",
+        budget: float = 0.6, fetal_dir: Path | None = None, preset: str = DEFAULT_PRESET,
         tune_split: str | None = None, patiences=(), stops=(0.05, 0.1, 0.2, 0.3), log=print) -> dict:
     cases = cases_for(images, labels, split, splits_file)[:max_cases]
     sweep = stops_val = gain_val = None
