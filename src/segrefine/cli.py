@@ -80,6 +80,8 @@ def train(
     norm: Optional[str] = typer.Option(None, help="MG-Net ablation: 'instance' instead of the published "
                                                   "group normalisation."),
     head_kernel: Optional[int] = typer.Option(None, help="MG-Net ablation: output kernel 1 (published: 3)."),
+    channels: Optional[str] = typer.Option(None, help="MG-Net ablation: channels per level, e.g. "
+                                                      "'64,128,256,512,256' (published: 64,128,256,512,512)."),
     up_activation: Optional[bool] = typer.Option(None, "--up-activation/--no-up-activation",
                                                  help="MG-Net ablation: leaky ReLU after the transposed "
                                                       "convolutions (published: on)."),
@@ -117,9 +119,17 @@ def train(
         net_options["head_kernel"] = head_kernel
     if up_activation is not None:
         net_options["up_activation"] = up_activation
+    if channels is not None:
+        try:
+            widths = [int(v) for v in channels.split(",")]
+        except ValueError:
+            raise InputError(f"--channels must be 5 comma-separated widths, got {channels!r}") from None
+        if len(widths) != 5 or any(w <= 0 or w % 4 for w in widths[:4]) or widths[4] <= 0:
+            raise InputError(f"--channels must be 5 positive widths, the first four multiples of 4, got {channels!r}")
+        net_options["channels"] = widths
     if net_options and arch != "mgnet":
-        raise InputError("--dropout-at, --dropout, --norm, --head-kernel and --up-activation apply to "
-                         "--arch mgnet only")
+        raise InputError("--dropout-at, --dropout, --norm, --head-kernel, --channels and --up-activation "
+                         "apply to --arch mgnet only")
     tr = split_cases(dataset, train_split, splits)
     va = split_cases(dataset, val_split, splits)
     if arch == "rnet":
