@@ -36,7 +36,7 @@ def test_missing_slice_is_found_and_fixed_by_ugir():
     image, gt = _case()
     label = gt.copy()
     label[:, :, 5] = False  # the CNN missed slice 5
-    prob = np.where(label, 0.99, 0.001).astype(np.float32)
+    prob = np.where(label, 0.999, 0.0001).astype(np.float32)  # confident elsewhere
     prob[:, :, 5][gt[:, :, 5]] = 0.4
     unc = np.full(gt.shape, 1e-4, np.float32)
     unc[:, :, 5][gt[:, :, 5]] = 0.2
@@ -65,3 +65,22 @@ def test_simulate_cli_on_real_cases(hippo, tmp_path):
     keys = {"case", "dice_before", "dice_after", "slices_inspected", "scribbles", "user_seconds", "machine_seconds"}
     assert keys <= set(data["cases"][0]) and keys - {"case"} <= set(data["mean"])
     assert (tmp_path / "masks" / f"{data['cases'][0]['case']}.nii.gz").exists()
+
+
+def test_order_baselines_oracle_and_random():
+    from segrefine.simulate import _baseline_order
+
+    gt = np.zeros((8, 8, 4), bool)
+    gt[2:6, 2:6, :] = True
+    mask = gt.copy()
+    mask[2:4, 2:6, 1] = False  # 8 error voxels in slice 1
+    mask[2, 2, 3] = False  # 1 in slice 3
+    sug = {"order": "gain", "budget_slices": 2,
+           "slices": [{"index": k, "expected_errors": 1.0, "in_budget": k < 2} for k in range(4)]}
+    oracle = _baseline_order(sug, "ugir-oracle", mask, gt, 2, seed=0)
+    assert [s["index"] for s in oracle["slices"]][:2] == [1, 3]
+    assert [s["expected_errors"] for s in oracle["slices"]][:2] == [8.0, 1.0]
+    assert [s["in_budget"] for s in oracle["slices"]] == [True, True, False, False]
+    rand = _baseline_order(sug, "ugir-random", mask, gt, 2, seed=0)
+    assert sorted(s["index"] for s in rand["slices"]) == [0, 1, 2, 3]
+    assert rand == _baseline_order(sug, "ugir-random", mask, gt, 2, seed=0)  # seeded

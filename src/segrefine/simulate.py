@@ -16,12 +16,15 @@ Strategies
 ----------
 ``ugir``: MG-Net's slices in the default ``gain`` order (expected wrong voxels,
 :mod:`segrefine.guidance`) within the budget M', stopping when the slices not yet
-shown hold less than 20 % of the expected wrong voxels; I-DRLSE refinement.
+shown hold less than 10 % of the expected wrong voxels; I-DRLSE refinement.
 ``ugir-nu``: the paper's UGIR: ν order, early stop after 3 (``patience``)
 consecutive slices that needed nothing.
 ``ugir-naive``: the paper's UGIR(*): ν* order, the same early stop.
 ``ugir-paint``: ``ugir``'s slices, but the refinement is painting the strokes
 (the baseline every refinement must beat).
+``ugir-oracle`` / ``ugir-random``: baselines for the order, with ``ugir``'s budget,
+stop rule and refinement: slices by their true error voxels (the best possible
+order; the stop counts true errors) or in a seeded random order.
 ``sequential``: UGIR(-U): every slice in order, I-DRLSE refinement.
 ``graphcut``: Graph Cut from scratch (no CNN): every slice, starting empty.
 ``deepigeos``: every slice in order with the R-Net refinement network.
@@ -42,8 +45,13 @@ from segrefine.metrics import dice
 from segrefine.preprocess import normalise
 from segrefine.refine.slice import DEFAULT_PRESET
 
-STRATEGIES = ("ugir", "ugir-nu", "ugir-naive", "ugir-paint", "sequential", "graphcut", "deepigeos")
-GUIDED = {"ugir": None, "ugir-nu": "nu", "ugir-naive": "nu-naive", "ugir-paint": None}  # order (None: --order)
+STRATEGIES = ("ugir", "ugir-nu", "ugir-naive", "ugir-paint", "ugir-oracle", "ugir-random", "sequential",
+              "graphcut", "deepigeos")
+GUIDED = {"ugir": None, "ugir-nu": "nu", "ugir-naive": "nu-naive", "ugir-paint": None,
+          "ugir-oracle": None, "ugir-random": None}  # order (None: --order)
+# benchmark baselines around the default order, with the same budget and stop rule: the best
+# possible order (slices by their true error voxels, which also drive the stop) and a random one
+BASELINE_ORDERS = ("ugir-oracle", "ugir-random")
 
 
 @dataclass
@@ -127,6 +135,26 @@ def fix_slice(image, prob, init, gt, *, method: str, user: UserModel, spacing, s
     return mask, strokes, steps
 
 
+def _baseline_order(sug: dict, strategy: str, mask: np.ndarray, gt: np.ndarray, axis: int, *,
+                    seed: int) -> dict:
+    """``sug`` re-ranked for a baseline: ``ugir-oracle`` by each slice's true error voxels (the
+    stop rule then counts true errors), ``ugir-random`` in a seeded random order."""
+    by_index = {s["index"]: dict(s) for s in sug["slices"]}
+    n = len(by_index)
+    if strategy == "ugir-oracle":
+        other = tuple(a for a in range(3) if a != axis)
+        errors = (mask != gt).sum(axis=other)
+        ranking = [int(i) for i in np.lexsort((np.arange(n), -errors))]
+        for k in ranking:
+            by_index[k]["expected_errors"] = float(errors[k])
+    else:
+        ranking = [int(i) for i in np.random.default_rng(seed).permutation(n)]
+    slices = [by_index[k] for k in ranking]
+    for rank, s in enumerate(slices):
+        s["in_budget"] = rank < sug["budget_slices"]
+    return {**sug, "order": "gain", "slices": slices}
+
+
 def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, uncertainty=None,
              label=None, spacing=(1.0, 1.0, 1.0), axis: int = 2, budget: float = 0.6,
              user: UserModel | None = None, times: TimeModel | None = None,
@@ -156,6 +184,7 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
         mask = np.asarray(label) > 0
     dice_before = dice(mask, gt)
     method = {"ugir": "idrlse", "ugir-nu": "idrlse", "ugir-naive": "idrlse", "ugir-paint": "paint",
+              "ugir-oracle": "idrlse", "ugir-random": "idrlse",
               "sequential": "idrlse", "graphcut": "graphcut-scratch", "deepigeos": "rnet"}[strategy]
     mv = lambda a: np.moveaxis(a, axis, 0)
     inspected = strokes = 0
@@ -166,6 +195,8 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
             raise InputError(f"strategy {strategy} needs an uncertainty map")
         sug = suggest(uncertainty, mask, prob=prob, axis=axis, budget=budget,
                       order=GUIDED[strategy] or order)
+        if strategy in BASELINE_ORDERS:
+            sug = _baseline_order(sug, strategy, mask, gt, axis, seed=user.seed)
         queue = SuggestionQueue.from_suggestions(sug, patience=patience, stop_remaining=stop_remaining)
         order = iter(lambda: queue.next(), None)
     else:

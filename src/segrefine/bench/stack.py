@@ -260,6 +260,7 @@ def table_markdown(data: dict) -> str:
     rows = []
     names = {"ugir": "UGIR, gain order + expected-gain stop (default)", "ugir-nu": "UGIR, ν + 3 clean (paper)",
              "ugir-naive": "UGIR(*), ν* + 3 clean (paper)", "ugir-paint": "UGIR order, painting only",
+             "ugir-oracle": "best possible order (true errors), same stop", "ugir-random": "random order, same stop",
              "sequential": "UGIR(-U) (sequential)", "graphcut": "Graph Cut (scratch)",
              "deepigeos": "DeepIGeoS (R-Net)"}
     names.update({s: f"UGIR ν, early stop after {s[len('ugir-patience'):]}" for s in data["results"]
