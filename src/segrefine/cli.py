@@ -568,7 +568,8 @@ def bench_stack(
     json_out: Path = typer.Option(..., "--json"),
     split: Optional[str] = typer.Option("test", help="Split of the reported figures ('' = all)."),
     splits: Optional[Path] = typer.Option(None),
-    strategies: str = typer.Option("ugir,ugir-nu,ugir-naive,ugir-paint,sequential,graphcut,deepigeos"),
+    strategies: str = typer.Option("ugir,ugir-nu,ugir-naive,ugir-paint,ugir-oracle,ugir-random,sequential,"
+                                   "graphcut,deepigeos"),
     budget: float = typer.Option(0.6),
     max_cases: Optional[int] = typer.Option(None),
     fetal: Optional[Path] = typer.Option(None, help="Fetal stacks folder (default: shared fetal_stacks)."),
