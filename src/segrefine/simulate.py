@@ -198,6 +198,8 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
         if strategy in BASELINE_ORDERS:
             sug = _baseline_order(sug, strategy, mask, gt, axis, seed=user.seed)
         queue = SuggestionQueue.from_suggestions(sug, patience=patience, stop_remaining=stop_remaining)
+        if strategy == "ugir-random":
+            queue.min_expected = 0.0  # "the next slice expects < 1 wrong voxel" presumes a ranking
         order = iter(lambda: queue.next(), None)
     else:
         queue = None
