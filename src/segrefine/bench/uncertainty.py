@@ -82,11 +82,16 @@ def evaluate_method(predictor: Predictor, val: list[Case], test: list[Case]) -> 
     return {"threshold": thr, "cases": per_case}
 
 
-def time_volume(predictor: Predictor, image: np.ndarray, repeats: int = 3, warmup: int = 1) -> float:
-    """Median seconds of ``repeats`` calls after ``warmup`` untimed ones (ONNX Runtime sets up
-    its session and memory arena for a new input shape on the first call)."""
+def time_volume(predictor: Predictor, image: np.ndarray, repeats: int = 3, warmup: int = 1,
+                first: list | None = None) -> float:
+    """Median seconds of ``repeats`` calls after ``warmup`` ones (ONNX Runtime sets up its
+    memory for a new input shape on the first call); the warm-up calls' seconds are appended
+    to ``first`` when given."""
     for _ in range(warmup):
+        t = time.perf_counter()
         predictor(image)
+        if first is not None:
+            first.append(time.perf_counter() - t)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -131,13 +136,16 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
         res["runtime"] = _runtime(pred)
         res["median_seconds"] = statistics.median(c["seconds"] for c in res["cases"])
         if fetal is not None and Path(fetal).exists():
-            res["fetal_median_seconds"] = time_volume(pred, io.load(fetal).array)
+            first: list = []
+            res["fetal_median_seconds"] = time_volume(pred, io.load(fetal).array, first=first)
+            res["fetal_first_call_seconds"] = first[0]  # the first call on this shape
         results[name] = res
     summary = {}
     for name, res in results.items():
         s = {"parameters_M": res["parameters_M"], "runtime": res["runtime"],
              "median_seconds": res["median_seconds"],
-             "fetal_median_seconds": res.get("fetal_median_seconds"), "threshold": res["threshold"]}
+             "fetal_median_seconds": res.get("fetal_median_seconds"),
+             "fetal_first_call_seconds": res.get("fetal_first_call_seconds"), "threshold": res["threshold"]}
         for key in ("dice", "assd", "hd95", "ueo", "rve", "auroc"):
             vals = [c.get(key) for c in res["cases"] if c.get(key) is not None]
             arr = np.asarray(vals, float)
