@@ -53,6 +53,17 @@ def _with_maps(client: TestClient, workspace: Path, rel: str = HIPPO) -> str:
     return make_session(workspace, client.app.state.data_root / rel)
 
 
+def _map_files(shared: Path, tmp_path: Path) -> dict:
+    """Synthetic probability and uncertainty maps of the HIPPO case as multipart files."""
+    ref = nib.load(shared / HIPPO)
+    prob, unc = synthetic_maps(ref.shape)
+    files = {}
+    for name, arr in (("prob", prob), ("uncertainty", unc)):
+        nib.save(nib.Nifti1Image(arr, ref.affine), str(tmp_path / f"{name}.nii.gz"))
+        files[name] = (f"{name}.nii.gz", (tmp_path / f"{name}.nii.gz").read_bytes())
+    return files
+
+
 def _nifti(tmp_path: Path, array: np.ndarray, name: str) -> Path:
     path = tmp_path / name
     nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
@@ -92,12 +103,7 @@ def test_slice_order_choice(client, shared, tmp_path):
     from segrefine.server.models import Order
 
     assert set(get_args(Order)) == set(ORDERS)
-    ref = nib.load(shared / HIPPO)
-    prob, unc = synthetic_maps(ref.shape)
-    files = {}
-    for name, arr in (("prob", prob), ("uncertainty", unc)):
-        nib.save(nib.Nifti1Image(arr, ref.affine), str(tmp_path / f"{name}.nii.gz"))
-        files[name] = (f"{name}.nii.gz", (tmp_path / f"{name}.nii.gz").read_bytes())
+    files = _map_files(shared, tmp_path)
     for order, key in (("gain", "expected_errors"), ("nu", "nu")):
         st = client.post("/api/sessions", json={"path": HIPPO, **({"order": order} if order != "gain" else {})})
         assert st.status_code == 201 and st.json()["order"] == order  # gain: the default
@@ -258,12 +264,7 @@ def test_bad_editing_requests(client, workspace):
 
 def test_maps_upload_and_from_path(client, workspace, shared, tmp_path):
     sid = client.post("/api/sessions", json={"path": HIPPO}).json()["id"]
-    ref = nib.load(shared / HIPPO)
-    prob, unc = synthetic_maps(ref.shape)
-    files = {}
-    for name, arr in (("prob", prob), ("uncertainty", unc)):
-        nib.save(nib.Nifti1Image(arr, ref.affine), str(tmp_path / f"{name}.nii.gz"))
-        files[name] = (f"{name}.nii.gz", (tmp_path / f"{name}.nii.gz").read_bytes())
+    files = _map_files(shared, tmp_path)
     r = client.post(f"/api/sessions/{sid}/maps", files=files)
     assert r.status_code == 200, r.text
     assert r.json()["status"]["has_maps"] and r.json()["status"]["queue"]["budget_slices"] == 23

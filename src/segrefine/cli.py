@@ -56,6 +56,17 @@ def progress_bar() -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
 
 
+def _five(text: str, option: str, kind, ok, what: str) -> list:
+    """Five comma-separated numbers of ``kind`` (one per resolution level), each passing ``ok``."""
+    try:
+        values = [kind(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 5 or not all(ok(v) for v in values):
+        raise InputError(f"{option} must be 5 comma-separated {what}, got {text!r}")
+    return values
+
+
 @app.command()
 @friendly
 def train(
@@ -102,13 +113,7 @@ def train(
             raise InputError(f"--dropout-at must be block or encoder, got {dropout_at!r}")
         net_options["dropout_at"] = dropout_at
     if dropout is not None:
-        try:
-            rates = [float(v) for v in dropout.split(",")]
-        except ValueError:
-            raise InputError(f"--dropout must be 5 comma-separated rates, got {dropout!r}") from None
-        if len(rates) != 5 or not all(0 <= r < 1 for r in rates):
-            raise InputError(f"--dropout must be 5 comma-separated rates in [0, 1), got {dropout!r}")
-        net_options["dropout"] = rates
+        net_options["dropout"] = _five(dropout, "--dropout", float, lambda r: 0 <= r < 1, "rates in [0, 1)")
     if norm is not None:
         if norm not in ("instance", "group"):
             raise InputError(f"--norm must be instance or group, got {norm!r}")
@@ -120,13 +125,8 @@ def train(
     if up_activation is not None:
         net_options["up_activation"] = up_activation
     if channels is not None:
-        try:
-            widths = [int(v) for v in channels.split(",")]
-        except ValueError:
-            raise InputError(f"--channels must be 5 comma-separated widths, got {channels!r}") from None
-        if len(widths) != 5 or any(w <= 0 or w % 4 for w in widths[:4]) or widths[4] <= 0:
-            raise InputError(f"--channels must be 5 positive widths, the first four multiples of 4, got {channels!r}")
-        net_options["channels"] = widths
+        net_options["channels"] = _five(channels, "--channels", int, lambda w: w > 0 and w % 4 == 0,
+                                        "widths, multiples of 4")
     if net_options and arch != "mgnet":
         raise InputError("--dropout-at, --dropout, --norm, --head-kernel, --channels and --up-activation "
                          "apply to --arch mgnet only")
