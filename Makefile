@@ -46,7 +46,7 @@ bench: setup
 	$(BENCH) uncertainty --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/uncertainty.json
 	$(BENCH) refine --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/refine.json \
 		--methods paint,idrlse,graphcut,rnet,idrlse@paper,idrlse@hippocampus,graphcut@paper
-	$(BENCH) stack --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/stack.json --preset hippocampus
+	$(BENCH) stack --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/stack.json --tune-split val
 	$(BENCH) gcn --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/gcn.json
 
 clean:
