@@ -13,6 +13,12 @@ for this one volume, on the confident voxels and relabels the uncertain ones.
 4. :func:`refine_gcn`: the uncertain voxels take the GCN's label; every other
    voxel keeps the prediction.
 
+Two schemes (:data:`SCHEMES`): ``graph="ours"`` (the default) and
+``graph="authors"``, the weights, features, training subset and relabelling of
+the authors' public code (rodsom22/gcn_refinement), re-implemented; see
+:func:`build_graph` and docs/benchmarks.md for the comparison and the
+differences that remain.
+
 Arrays are volumes ``(I, J, K)`` in voxel order; ``spacing`` is one number per
 axis in mm in the same order (``None`` = 1 mm). Entropies are in bits, in
 [0, 1], so ``τ`` is in (0, 1].
@@ -54,10 +60,10 @@ from segrefine.uncertainty import binary_entropy
 
 #: Voxels added on each side (per axis) of the bounding box of the prediction's
 #: largest component. Chosen on the hippocampus `val` split (`segrefine bench gcn`,
-#: docs/tuning.md): margins 0, 1, 3, 6, 10 gave GCN Dice 87.76, 87.73, 87.69,
-#: 87.64, 87.64 % (full-data U-Net) and 85.71, 85.72, 85.64, 85.61, 85.62 %
-#: (low-data U-Net; an earlier run: 85.57 at 0, 85.55 at 1): a wider box only
-#: adds confident background nodes.
+#: docs/tuning.md): margins 0, 1, 3, 6, 10 gave GCN Dice 87.79, 87.76, 87.70,
+#: 87.64, 87.65 % (full-data U-Net) and 85.62, 85.61, 85.54, 85.51, 85.49 %
+#: (low-data U-Net; seeded MC passes): a wider box only adds confident
+#: background nodes.
 DEFAULT_MARGIN = 0
 #: Box that dilates the uncertain region for the ``reduced`` and ``band`` node sets.
 REDUCED_DILATION = (5, 7, 7)
