@@ -248,6 +248,69 @@ def tune(cases, model: Path, samples: int, tau: float, cache: Path | None = None
     return out
 
 
+#: Steps from our GCN to the authors' recipe, for :func:`authors_ablation`: (weights and
+#: features of which scheme, the authors' training, which nodes are relabelled).
+ABLATION_STEPS = {
+    "ours": ("ours", "ours", False, "uncertain"),
+    "authors weights, our features": ("authors", "ours", False, "uncertain"),
+    "our weights, authors features": ("ours", "authors", False, "uncertain"),
+    "authors weights + features": ("authors", "authors", False, "uncertain"),
+    "+ authors training (80 %, 0.5 BCE)": ("authors", "authors", True, "uncertain"),
+    "+ every node relabelled (= authors)": ("authors", "authors", True, "all"),
+    "ours + every node relabelled": ("ours", "ours", False, "all"),
+    "ours + authors training": ("ours", "ours", True, "uncertain"),
+}
+
+
+def authors_ablation(cases, model: Path, samples: int = 20, *, tau: float = 0.8, nodes: str = "roi",
+                     cache: Path | None = Path("bench_out/gcn"), log=print) -> dict:
+    """What each part of the authors' recipe costs: mean Dice gain over E > 0.5 of every step of
+    :data:`ABLATION_STEPS` on ``cases`` (use ``val``), plus how often the default GCN's changes
+    of E > 0.5 are right and what relabelling every uncertain voxel correctly would give
+    (the oracle bound). Not part of :func:`run`; docs/benchmarks.md quotes it."""
+    from dataclasses import replace
+
+    from segrefine.refine.gcn import (AUTHORS_LOSS_WEIGHT, AUTHORS_TRAIN_FRACTION, _build, _prepare,
+                                      mc_statistics, train_gcn)
+
+    gains = {name: [] for name in ABLATION_STEPS}
+    counts = {"uncertain": 0, "uncertain_wrong": 0, "changed": 0, "changed_right": 0}
+    oracle = []
+    for case in cases:
+        m = case_maps(case, model, samples, cache)
+        image, gt = m["image"], m["gt"]
+        e, h = mc_statistics(m["samples"])
+        pred = e > 0.5
+        base = dice(pred, gt)
+        kw = {"tau": tau, "margin": 0, "spacing": m["spacing"], "k": 16, "seed": 0, "sigmas": None, "nodes": nodes}
+        graphs = {g: _build(_prepare(image, e, h, pred, graph=g, **kw)) for g in ("ours", "authors")}
+        for name, (weights, features, training, relabel) in ABLATION_STEPS.items():
+            g = graphs[weights]
+            if features != weights:
+                g = replace(g, features=graphs[features].features)
+            fit = train_gcn(g, seed=0, train_fraction=AUTHORS_TRAIN_FRACTION if training else 1.0,
+                            loss_weight=AUTHORS_LOSS_WEIGHT if training else 1.0)
+            chosen = g.labels < 0 if relabel == "uncertain" else np.ones(g.n_nodes, bool)
+            out = pred.copy()
+            out[tuple(v[chosen] for v in g.voxels())] = fit.prob[chosen] > 0.5
+            gains[name].append(dice(out, gt) - base)
+            if name == "ours":
+                changed = out != pred
+                counts["changed"] += int(changed.sum())
+                counts["changed_right"] += int((changed & (out == gt)).sum())
+        uncertain = h > tau
+        counts["uncertain"] += int(uncertain.sum())
+        counts["uncertain_wrong"] += int((uncertain & (pred != gt)).sum())
+        oracle.append(dice(np.where(uncertain, gt, pred), gt) - base)
+    out = {"cases": len(cases), "tau": tau, "nodes": nodes,
+           "gain_vs_mc_mean": {k: float(np.mean(v)) for k, v in gains.items()},
+           "oracle_gain_vs_mc_mean": float(np.mean(oracle)), **counts}
+    log("ablation (gain vs E > 0.5): " + ", ".join(f"{k} {v * 100:+.2f}" for k, v in out["gain_vs_mc_mean"].items())
+        + f"; oracle {out['oracle_gain_vs_mc_mean'] * 100:+.2f}; changed {counts['changed']} "
+        f"({counts['changed_right']} right) of {counts['uncertain']} uncertain voxels")
+    return out
+
+
 def memory(shape=(512, 512, 300), *, log=print) -> dict:
     """Peak memory of :func:`refine_gcn` with its defaults on a synthetic CT-sized volume whose
     structure spans the whole volume (so the ROI is the whole ``shape``), run in a fresh process."""
