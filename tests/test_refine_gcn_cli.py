@@ -41,6 +41,32 @@ def test_refine_gcn_cli_external_maps_and_bad_input(shared, tmp_path):
     assert bad.returncode == 2 and "--graph must be one of ours, authors" in bad.stderr
 
 
+def test_refine_gcn_cli_then_dense_crf(hippo, tmp_path):
+    """--crf: the dense CRF runs on the GCN's probability (relabelled voxels) and E (elsewhere)."""
+    from segrefine import io
+    from segrefine.refine.crf import dense_crf
+    from segrefine.refine.gcn import refine_gcn
+
+    img = hippo / "imagesTr" / "hippocampus_014.nii.gz"
+    vol = io.load(img)
+    ref = nib.load(str(img))
+    seg = np.asarray(nib.load(str(hippo / "labelsTr" / "hippocampus_014.nii.gz")).dataobj) > 0
+    prob = np.where(seg, 0.9, 0.1).astype(np.float32)
+    i, j, k = (s // 2 for s in seg.shape)
+    prob[i - 4:i + 4, j - 4:j + 4, :] = np.where(seg[i - 4:i + 4, j - 4:j + 4, :], 0.45, 0.55)  # a wrong, unsure patch
+    p = tmp_path / "p.nii.gz"
+    nib.save(nib.Nifti1Image(prob, ref.affine), str(p))
+    run_cli("refine-gcn", "-i", img, "-o", tmp_path / "gcn", "--prob", p, check=True)
+    proc = run_cli("refine-gcn", "-i", img, "-o", tmp_path / "crf", "--prob", p, "--crf", check=True)
+    assert "by the CRF" in proc.stdout + proc.stderr
+    gcn = np.asarray(nib.load(str(tmp_path / "gcn" / "hippocampus_014.nii.gz")).dataobj)
+    out = np.asarray(nib.load(str(tmp_path / "crf" / "hippocampus_014.nii.gz")).dataobj)
+    _, info = refine_gcn(vol.array, prob=np.asarray(io.load(p).array, np.float32), spacing=vol.spacing,
+                         return_prob=True)
+    np.testing.assert_array_equal(out, dense_crf(vol.array, info["prob"], spacing=vol.spacing))
+    assert (out != gcn).any()
+
+
 def test_refine_gcn_cli_caps_the_graph(shared, tmp_path):
     """--max-nodes below the ROI size: the band node set, cut into slabs, and a warning."""
     img = shared / "fetal_stacks" / "images" / "a26_12.nii.gz"

@@ -298,6 +298,8 @@ def refine_gcn_cmd(
                                            "features, training subset and relabelling)."),
     relabel: Optional[str] = typer.Option(None, help="Nodes the GCN relabels: uncertain | all "
                                                      "(default: the scheme's, ours: uncertain, authors: all)."),
+    crf: bool = typer.Option(False, "--crf", help="Then run the dense CRF (its defaults) on the GCN's "
+                                                  "probability (relabelled voxels) and E (elsewhere)."),
 ):
     """Automatic refinement: a GCN trained on the confident voxels relabels the uncertain ones.
 
@@ -351,7 +353,14 @@ def refine_gcn_cmd(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             refined, info = refine_gcn(vol.array, tau=tau, spacing=vol.spacing, margin=margin, nodes=nodes,
-                                       max_nodes=max_nodes, graph=graph, relabel=relabel, **kw)
+                                       max_nodes=max_nodes, graph=graph, relabel=relabel, return_prob=crf,
+                                       **kw)
+            if crf:
+                from segrefine.refine.crf import dense_crf
+
+                before = refined
+                refined = dense_crf(vol.array, info["prob"], spacing=vol.spacing)
+                info["n_changed_crf"] = int((refined != before).sum())
         for w in caught:
             console.print(f"[yellow]warning:[/yellow] {path}: {w.message}")
         if "samples" in kw:
@@ -362,8 +371,9 @@ def refine_gcn_cmd(
         io.save(vol.with_array(refined.astype(np.uint8)), out_dir / f"{case}.nii.gz", dtype=np.uint8)
         io.save(vol.with_array(np.asarray(entropy, np.float32)), out_dir / f"{case}_entropy.nii.gz",
                 dtype=np.float32)
+        crf_note = f", then {info['n_changed_crf']} by the CRF" if crf else ""
         console.print(f"{case}: {info.get('n_nodes', 0)} nodes, {info.get('n_uncertain', 0)} uncertain, "
-                      f"{info.get('n_changed', 0)} voxels changed, {info.get('seconds_total', 0):.2f} s")
+                      f"{info.get('n_changed', 0)} voxels changed{crf_note}, {info.get('seconds_total', 0):.2f} s")
 
 
 @app.command()
