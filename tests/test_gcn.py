@@ -6,21 +6,21 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from gcn_reference import build_graph_reference
 
 from segrefine.errors import InputError
 from segrefine.metrics import dice
 from segrefine.refine.gcn import (
     GCN,
-    _prepare,
-    _slabs,
     build_graph,
-    build_graph_reference,
     kipf_normalise,
     mc_statistics,
     prediction_roi,
     refine_gcn,
     train_gcn,
 )
+from segrefine.refine.gcn.graph import _prepare
+from segrefine.refine.gcn.refine import _slabs
 from segrefine.uncertainty import binary_entropy
 
 
