@@ -50,7 +50,8 @@ def test_schemathesis_no_5xx_and_every_4xx_says_why(shared, tmp_path, capsys):
             [str(st), "run", f"{url}/openapi.json", "--checks", "not_a_server_error,error_has_message",
              "--phases", "examples,coverage,fuzzing", "--max-examples", str(EXAMPLES),
              "--generation-deterministic", "--max-time", str(MAX_TIME_S), "--workers", "1"],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=MAX_TIME_S + 120, check=False)
+            capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, cwd=tmp_path,
+            timeout=MAX_TIME_S + 120, check=False)
         wall = time.perf_counter() - t0
         log = next(workspace.glob("server-*.log")).read_text()
     out = proc.stdout + proc.stderr
