@@ -36,6 +36,7 @@ serve: setup
 	$(BIN)/segrefine serve
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # the benchmarks behind docs/benchmarks.md (hippocampus test split; long: they train the
