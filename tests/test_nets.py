@@ -4,12 +4,12 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.nets.checkpoint import load_network, save_checkpoint
-from segrefine.nets.segnet import SegNet, count_parameters, group_concat, mgnet_config, unet_config
+from segrefine.nets.segnet import GroupedUNet, count_parameters, group_concat, mgnet_config, unet_config
 from segrefine.nets.train import dice_loss
 
 
 def test_shapes_and_parameter_counts():
-    mg, un = SegNet(mgnet_config()), SegNet(unet_config())
+    mg, un = GroupedUNet(mgnet_config()), GroupedUNet(unet_config())
     x = torch.randn(2, 1, 32, 48)
     assert mg(x).shape == (2, 4, 2, 32, 48)
     assert un(x).shape == (2, 1, 2, 32, 48)
@@ -26,7 +26,7 @@ def test_mgnet_is_the_published_configuration():
 
     cfg = mgnet_config()
     assert cfg.channels == (64, 128, 256, 512, 512) and cfg.groups == (4, 4, 4, 4, 1)
-    net = SegNet(cfg)
+    net = GroupedUNet(cfg)
     assert [m.p for m in net.drop] == [0.1, 0.2, 0.3, 0.4, 0.5]
     in_blocks = [m for b in list(net.down) + list(net.dec) for m in b.modules()
                  if isinstance(m, torch.nn.Dropout)]
@@ -44,7 +44,7 @@ def test_mgnet_is_the_published_configuration():
     old = NetConfig.from_dict({"arch": "mgnet", "channels": [64, 128, 256, 512, 256],
                                "groups": [4, 4, 4, 4, 1], "heads": 4, "dropout": [0.1, 0.2, 0.3, 0.3, 0.3]})
     assert old.norm == "instance" and old.dropout_at == "block" and old.head_kernel == 1
-    assert count_parameters(SegNet(old)) == 2_822_024
+    assert count_parameters(GroupedUNet(old)) == 2_822_024
 
 
 def test_group_concat_is_groupwise():
@@ -67,7 +67,7 @@ def _perturb_group(net, group, x):
 
 def test_groups_are_independent_except_at_the_lowest_level():
     torch.manual_seed(0)
-    net = SegNet(mgnet_config()).eval()
+    net = GroupedUNet(mgnet_config()).eval()
     x = torch.randn(1, 1, 32, 32)
     # with the lowest (ungrouped) level silenced, group 1's input only reaches head 1
     lowest = net.down[-1]
@@ -92,7 +92,7 @@ def test_dice_loss_averages_heads():
 
 
 def test_checkpoint_roundtrip_and_wrong_arch(tmp_path):
-    net = SegNet(mgnet_config()).eval()
+    net = GroupedUNet(mgnet_config()).eval()
     path = save_checkpoint(net, tmp_path / "m.pt", {"note": 1})
     back = load_network(path, arch="mgnet")
     x = torch.randn(1, 1, 32, 32)
@@ -112,7 +112,7 @@ def test_training_ablation_options():
     cfg = _config_for("mgnet", 2, {"dropout_at": "block", "dropout": [0.1, 0.2, 0.3, 0.3, 0.3]})
     assert cfg.dropout_at == "block" and cfg.dropout == (0.1, 0.2, 0.3, 0.3, 0.3)
     assert cfg.channels == mgnet_config().channels and cfg.norm == "group"
-    net = SegNet(cfg)
+    net = GroupedUNet(cfg)
     assert all(isinstance(m, torch.nn.Identity) for m in net.drop)
     assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 9  # 5 encoder + 4 decoder blocks
     assert _config_for("mgnet", 2) == mgnet_config()

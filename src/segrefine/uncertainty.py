@@ -24,7 +24,7 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.nets.checkpoint import load_network, shipped_model
-from segrefine.nets.segnet import SegNet
+from segrefine.nets.segnet import GroupedUNet
 from segrefine.preprocess import from_slices, normalise, pad_to_multiple, to_slices
 
 METHODS = ("mgnet", "unet", "mcdropout", "ensemble")
@@ -84,7 +84,7 @@ def _check_volume(image: np.ndarray, axis: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _class_probs(nets: list[SegNet], slices: np.ndarray, *, passes: int = 1, dropout: bool = False,
+def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1, dropout: bool = False,
                  batch: int = 32, backend: str = "torch") -> np.ndarray:
     """Softmax probabilities ``(samples, n, classes, H, W)`` for padded slices ``(n, H, W)``.
 
@@ -121,7 +121,7 @@ def _class_probs(nets: list[SegNet], slices: np.ndarray, *, passes: int = 1, dro
     return np.concatenate(outs, 0).astype(np.float32)
 
 
-def predict_volume(image: np.ndarray, nets: list[SegNet], *, method: str, axis: int = 2,
+def predict_volume(image: np.ndarray, nets: list[GroupedUNet], *, method: str, axis: int = 2,
                    passes: int = 1, dropout: bool = False, uncertainty: str = "variance",
                    keep_samples: bool = False, backend: str = "torch") -> Prediction:
     """Run ``nets`` slice by slice and combine their samples into a :class:`Prediction`."""

@@ -1,5 +1,5 @@
 """Networks: the dropout U-Net backbone, MG-Net, and checkpoints."""
 
-from segrefine.nets.segnet import MGNet, SegNet, UNet, build_network
+from segrefine.nets.segnet import GroupedUNet, build_mgnet, build_network, build_unet
 
-__all__ = ["MGNet", "SegNet", "UNet", "build_network"]
+__all__ = ["GroupedUNet", "build_mgnet", "build_network", "build_unet"]

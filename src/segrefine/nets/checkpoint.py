@@ -15,12 +15,12 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.io import atomic_path
-from segrefine.nets.segnet import NetConfig, SegNet
+from segrefine.nets.segnet import NetConfig, GroupedUNet
 
 FORMAT = "segrefine-net/1"
 
 
-def save_checkpoint(net: SegNet, path: str | Path, summary: dict | None = None) -> Path:
+def save_checkpoint(net: GroupedUNet, path: str | Path, summary: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
@@ -44,13 +44,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-def load_network(path: str | Path, *, arch: str | None = None) -> SegNet:
+def load_network(path: str | Path, *, arch: str | None = None) -> GroupedUNet:
     """Rebuild the network stored in ``path``; with ``arch``, refuse another architecture."""
     payload = read_checkpoint(path)
     config = NetConfig.from_dict(payload["config"])
     if arch is not None and config.arch != arch:
         raise InputError(f"{path}: checkpoint holds a {config.arch} network, {arch} expected")
-    net = SegNet(config)
+    net = GroupedUNet(config)
     try:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v
                              for k, v in payload["state_dict"].items()})

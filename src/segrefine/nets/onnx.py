@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from segrefine.io import atomic_path
-from segrefine.nets.segnet import SegNet
+from segrefine.nets.segnet import GroupedUNet
 
 
 def cache_dir() -> Path:
@@ -35,7 +35,7 @@ def cache_dir() -> Path:
     return path
 
 
-def _fingerprint(net: SegNet) -> str:
+def _fingerprint(net: GroupedUNet) -> str:
     h = hashlib.sha256(json.dumps(net.config.to_dict(), sort_keys=True).encode())
     for k, v in net.state_dict().items():
         h.update(k.encode())
@@ -55,7 +55,7 @@ class _SampledDropout(torch.nn.Module):
         return x * keep * (1.0 / (1.0 - self.p))
 
 
-def _with_dropout_on(net: SegNet) -> SegNet:
+def _with_dropout_on(net: GroupedUNet) -> GroupedUNet:
     """A copy of ``net`` whose dropout layers sample a mask in eval mode."""
     clone = copy.deepcopy(net).eval()
     for module in list(clone.modules()):
@@ -65,7 +65,7 @@ def _with_dropout_on(net: SegNet) -> SegNet:
     return clone
 
 
-def export(net: SegNet, *, dropout: bool = False) -> Path:
+def export(net: GroupedUNet, *, dropout: bool = False) -> Path:
     tag = "-mc" if dropout else ""
     path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}{tag}.onnx"
     if path.exists():
@@ -82,7 +82,7 @@ def export(net: SegNet, *, dropout: bool = False) -> Path:
     return path
 
 
-def session(net: SegNet, *, dropout: bool = False):
+def session(net: GroupedUNet, *, dropout: bool = False):
     sessions = net.__dict__.setdefault("_ort_sessions", {})
     sess = sessions.get(dropout)
     if sess is None:
@@ -97,6 +97,6 @@ def session(net: SegNet, *, dropout: bool = False):
     return sess
 
 
-def run_onnx(net: SegNet, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
+def run_onnx(net: GroupedUNet, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
     """Logits for ``x`` ``(B, 1, H, W)`` float32 (``dropout``: one MC dropout sample)."""
     return session(net, dropout=dropout).run(None, {"x": x})[0]

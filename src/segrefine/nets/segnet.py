@@ -152,8 +152,9 @@ class GroupedHead(nn.Conv2d):
                           for xi, wi, bi in parts], 1)
 
 
-class SegNet(nn.Module):
-    """Encoder-decoder with optional grouping and several heads (see module docstring)."""
+class GroupedUNet(nn.Module):
+    """U-Net encoder-decoder with optional grouping and several heads (see module docstring):
+    group count 1 and one head is the dropout U-Net, N groups and N heads MG-Net."""
 
     def __init__(self, config: NetConfig):
         super().__init__()
@@ -211,18 +212,20 @@ class SegNet(nn.Module):
         return out.reshape(b, self.config.heads, self.config.num_classes, h, w)
 
 
-def UNet(**kw) -> SegNet:
-    return SegNet(unet_config(**kw))
+def build_unet(**kw) -> GroupedUNet:
+    """The dropout U-Net (:func:`unet_config` keywords)."""
+    return GroupedUNet(unet_config(**kw))
 
 
-def MGNet(**kw) -> SegNet:
-    return SegNet(mgnet_config(**kw))
+def build_mgnet(**kw) -> GroupedUNet:
+    """MG-Net as published (:func:`mgnet_config` keywords)."""
+    return GroupedUNet(mgnet_config(**kw))
 
 
-def build_network(config: NetConfig | dict) -> SegNet:
+def build_network(config: NetConfig | dict) -> GroupedUNet:
     if isinstance(config, dict):
         config = NetConfig.from_dict(config)
-    return SegNet(config)
+    return GroupedUNet(config)
 
 
 def count_parameters(net: nn.Module) -> int:

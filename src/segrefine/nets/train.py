@@ -22,7 +22,7 @@ from segrefine import io
 from segrefine.datasets import Case
 from segrefine.metrics import dice
 from segrefine.nets.checkpoint import save_checkpoint
-from segrefine.nets.segnet import NetConfig, SegNet, mgnet_config, unet_config
+from segrefine.nets.segnet import NetConfig, GroupedUNet, mgnet_config, unet_config
 from segrefine.preprocess import normalise, pad_to_multiple, to_slices
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def validate(net: SegNet, cases_slices, axis: int) -> float:
+def validate(net: GroupedUNet, cases_slices, axis: int) -> float:
     """Mean whole-structure Dice over validation volumes (mean of heads > 0.5)."""
     net.eval()
     scores = []
@@ -137,7 +137,7 @@ def train(train_cases: list[Case], val_cases: list[Case], out: str | Path, cfg: 
     images, labels = load_slices(train_cases, cfg.axis, cfg.multiclass)
     num_classes = int(max(lab.max() for lab in labels)) + 1 if cfg.multiclass else 2
     net_cfg = _config_for(cfg.arch, num_classes, cfg.net_options)
-    net = SegNet(net_cfg)
+    net = GroupedUNet(net_cfg)
     if cfg.patch is None:
         # train on the same canvas the predictor pads slices to, so instance
         # normalisation sees the same context at training and inference

@@ -25,7 +25,7 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.geodesic import geodesic_distance
-from segrefine.nets.segnet import SegNet, unet_config
+from segrefine.nets.segnet import GroupedUNet, unet_config
 
 D_CAP = 20.0
 GEODESIC_LAMB = 0.5
@@ -64,7 +64,7 @@ def rnet_config() -> object:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str) -> SegNet:
+def _load(path: str) -> GroupedUNet:
     from segrefine.nets.checkpoint import load_network
 
     return load_network(path, arch="rnet")
@@ -134,7 +134,7 @@ def train_rnet(train_cases, val_cases, out: Path, *, epochs: int = 10, iteration
     xs, ys = training_slices(train_cases, seed=seed, log=log)
     vx, vy = training_slices(val_cases, seed=seed + 1, log=None)
     log(f"R-Net: {len(xs)} training slices, {len(vx)} validation slices ({time.time() - t0:.0f} s)")
-    net = SegNet(rnet_config())
+    net = GroupedUNet(rnet_config())
     m = net.multiple
     ph = -(-max(x.shape[1] for x in xs) // m) * m
     pw = -(-max(x.shape[2] for x in xs) // m) * m
