@@ -84,3 +84,18 @@ def test_order_baselines_oracle_and_random():
     rand = _baseline_order(sug, "ugir-random", mask, gt, 2, seed=0)
     assert sorted(s["index"] for s in rand["slices"]) == [0, 1, 2, 3]
     assert rand == _baseline_order(sug, "ugir-random", mask, gt, 2, seed=0)  # seeded
+
+
+def test_ugir_paint_walks_like_ugir_and_only_paints():
+    """The painting baseline of the stack study: UGIR's slices, strokes painted, nothing else."""
+    image, gt = _case()
+    label = gt.copy()
+    label[:, :, 5] = False
+    prob = np.where(label, 0.999, 0.0001).astype(np.float32)
+    prob[:, :, 5][gt[:, :, 5]] = 0.4
+    unc = np.full(gt.shape, 1e-4, np.float32)
+    kw = dict(prob=prob, uncertainty=unc, label=label, user=UserModel(seed=1))
+    ugir, paint = run_case(image, gt, "ugir", **kw), run_case(image, gt, "ugir-paint", **kw)
+    assert paint["slices_inspected"] == ugir["slices_inspected"]
+    assert paint["scribbles"] >= 1 and paint["dice_after"] > paint["dice_before"]
+    assert max(paint["refine_ms"]) < 50  # painting is a copy, no evolution
