@@ -53,7 +53,7 @@ def test_schemathesis_no_5xx_and_every_4xx_says_why(shared, tmp_path, capsys):
             capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, cwd=tmp_path,
             timeout=MAX_TIME_S + 120, check=False)
         wall = time.perf_counter() - t0
-        log = next(workspace.glob("server-*.log")).read_text()
+        log = next(workspace.glob("server-*.log")).read_text(encoding="utf-8", errors="replace")
     out = proc.stdout + proc.stderr
     generated = re.search(r"(\d+) generated", out)
     tested = re.search(r"Tested: (\d+)", out)
@@ -62,8 +62,8 @@ def test_schemathesis_no_5xx_and_every_4xx_says_why(shared, tmp_path, capsys):
               "operations_tested": int(tested.group(1)) if tested else None,
               "operations_in_schema": n_operations}
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "schemathesis.json").write_text(json.dumps(report, indent=1))
-    (ARTIFACTS / "schemathesis.txt").write_text(out)
+    (ARTIFACTS / "schemathesis.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    (ARTIFACTS / "schemathesis.txt").write_text(out, encoding="utf-8")
     with capsys.disabled():
         print(f"\nschemathesis: {report}")
     assert proc.returncode == 0, out[-6000:]

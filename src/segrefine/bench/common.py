@@ -37,7 +37,7 @@ def write_json(path: Path, data: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, default=_default))
+        tmp.write_text(json.dumps(data, indent=1, default=_default), encoding="utf-8")
     return path
 
 
@@ -45,7 +45,7 @@ def write_text(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
