@@ -117,6 +117,10 @@ def test_bad_input():
     bad[0, 0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         slice_uncertainty(bad, y)
+    with pytest.raises(InputError, match=r"prob values must lie in \[0, 1\]"):
+        slice_uncertainty(u, y, prob=u * 10)
+    with pytest.raises(InputError, match="prob shape"):
+        slice_uncertainty(u, y, prob=u[:-1])
 
 
 def test_suggest_cli_with_external_maps(shared, tmp_path):

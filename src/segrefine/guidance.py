@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segrefine.errors import InputError
+from segrefine.validate import image_map
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,8 @@ def slice_uncertainty(uncertainty: np.ndarray, segmentation: np.ndarray, *, axis
     other = tuple(a for a in range(3) if a != axis)
     expected = None
     if prob is not None:
+        image_map(prob, "prob", u.shape, unit_interval=True)  # shape, finite, in [0, 1]
         p = np.asarray(prob, dtype=np.float64)
-        if p.shape != u.shape:
-            raise InputError(f"prob shape {p.shape} differs from uncertainty shape {u.shape}")
-        if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
-            raise InputError("prob must hold finite values in [0, 1]")
         expected = np.minimum(p, 1.0 - p).sum(axis=other)
     umax = float(u.max())
     if umax > 0 and noise_floor > 0:
