@@ -94,30 +94,27 @@ def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1
     """
     outs = []
     for net in nets:
+        padded, crop = pad_to_multiple(slices, net.multiple)
+        x = np.ascontiguousarray(padded[:, None], dtype=np.float32)
         if backend == "onnx":
             from segrefine.nets.onnx import run_onnx
 
-            padded, crop = pad_to_multiple(slices, net.multiple)
-            x = np.ascontiguousarray(padded[:, None], dtype=np.float32)
-            for _ in range(passes):
-                logits = np.concatenate([run_onnx(net, x[i:i + batch], dropout=dropout)
-                                         for i in range(0, len(x), batch)], 0)
-                p = torch.softmax(torch.from_numpy(logits), dim=2)[..., crop[0], crop[1]]
-                outs.append(p.permute(1, 0, 2, 3, 4).numpy())
-            continue
-        net.eval()
-        if dropout:
-            for m in net.modules():
-                if isinstance(m, torch.nn.Dropout):
-                    m.train()
-        padded, crop = pad_to_multiple(slices, net.multiple)
-        x = torch.from_numpy(np.ascontiguousarray(padded[:, None], dtype=np.float32))
-        for _ in range(passes):
-            chunks = [torch.softmax(net(x[i:i + batch]), dim=2) for i in range(0, len(x), batch)]
-            p = torch.cat(chunks, 0)[..., crop[0], crop[1]]  # (n, heads, C, H, W)
-            outs.append(p.permute(1, 0, 2, 3, 4).numpy())
-        if dropout:
+            def forward(xb, net=net):
+                return torch.from_numpy(run_onnx(net, xb, dropout=dropout))
+        else:
             net.eval()
+            if dropout:
+                for m in net.modules():
+                    if isinstance(m, torch.nn.Dropout):
+                        m.train()
+
+            def forward(xb, net=net):
+                return net(torch.from_numpy(xb))
+        for _ in range(passes):
+            logits = torch.cat([forward(x[i:i + batch]) for i in range(0, len(x), batch)], 0)
+            p = torch.softmax(logits, dim=2)[..., crop[0], crop[1]]  # (n, heads, C, H, W)
+            outs.append(p.permute(1, 0, 2, 3, 4).numpy())
+        net.eval()
     return np.concatenate(outs, 0).astype(np.float32)
 
 
