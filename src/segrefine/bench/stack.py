@@ -178,10 +178,10 @@ def stop_markdown(sweep: dict) -> str:
 
 
 def budget_sweep(cases: list[Case], budgets=(0.2, 0.4, 0.6, 0.8, 1.0), *, preset: str = DEFAULT_PRESET,
-                 log=print) -> dict:
+                 predictions: dict | None = None, log=print) -> dict:
     """UGIR and UGIR(*) at several budgets M', and sequential inspection, on ``cases`` (the
-    ``val`` split: M' is chosen there, as in the paper)."""
-    predictions: dict = {}
+    ``val`` split: M' is chosen there, as in the paper); ``predictions`` caches MG-Net's maps."""
+    predictions = {} if predictions is None else predictions
     keys = ("dice_before", "dice_after", "user_seconds", "slices_inspected", "scribbles")
     seq = simulate_cases(cases, "sequential", predictions=predictions, preset=preset)["mean"]
     out = {"cases": len(cases), "sequential": {k: seq[k] for k in keys}, "ugir": {}, "ugir-naive": {}}
@@ -223,7 +223,7 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
                                log=log)
         if patiences:
             log(f"budget sweep on the {tune_split} split")
-            sweep = budget_sweep(tune_cases, preset=preset, log=log)
+            sweep = budget_sweep(tune_cases, preset=preset, predictions=tune_predictions, log=log)
     predictions = predict_cases(cases, {})
     gain = suggestion_gain(cases, predictions)
     results = {}
