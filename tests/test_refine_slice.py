@@ -3,20 +3,24 @@
 import numpy as np
 import pytest
 from scipy import ndimage
+from test_levelset import agreeing_prob, load_levelset_case
 
 from segrefine.errors import InputError
 from segrefine.preprocess import normalise
 from segrefine.refine.levelset import idrlse, stroke_width, user_force
-from segrefine.refine.slice import DEFAULT_PRESET, PRESETS, REFINE_METHODS, paint, preset_params, refine_slice
+from segrefine.refine.slice import (
+    DEFAULT_PRESET,
+    PRESETS,
+    REFINE_METHODS,
+    paint,
+    preset_params,
+    refine_slice,
+)
 from segrefine.refine.volume import refine_volume
 
 H = 64
 YY, XX = np.mgrid[:H, :H]
 DISC = (YY - 32) ** 2 + (XX - 28) ** 2 < 12**2
-
-
-def _prob(mask):
-    return np.clip(ndimage.gaussian_filter(mask.astype(float), 2.0), 0.02, 0.98)
 
 
 def test_paint_sets_only_the_stroke_pixels():
@@ -51,7 +55,7 @@ def test_server_preset_choices_match_the_presets():
 
 def test_refine_volume_uses_the_preset():
     """The same strokes refined with two presets differ: the preset reaches the slice refiner."""
-    image = np.stack([_prob(DISC)] * 2, axis=2).astype(np.float32)
+    image = np.stack([agreeing_prob(DISC)] * 2, axis=2).astype(np.float32)
     prob = image.copy()
     scr = np.zeros(image.shape, np.uint8)
     scr[28:37, 44:47, 1] = 1  # a stroke just outside the disc on slice 1
@@ -82,14 +86,14 @@ def test_empty_initial_mask_works_with_every_preset():
     scr[30:35, 26:31] = 1
     for preset in PRESETS:
         params = preset_params(preset, "idrlse")
-        mask, info = idrlse(_prob(DISC), scr, init=np.zeros((H, H), bool), image=_prob(DISC), **params)
+        mask, info = idrlse(agreeing_prob(DISC), scr, init=np.zeros((H, H), bool), image=agreeing_prob(DISC), **params)
         assert mask[scr == 1].all() and info["scribbles_violated"] == 0 and info["iterations"] >= 1
 
 
 def test_reach_grows_with_the_structure_and_min_iter_holds():
     scr = np.zeros((H, H), np.uint8)
     scr[30:33, 41:44] = 1
-    prob = _prob(DISC)
+    prob = agreeing_prob(DISC)
     _, small = idrlse(prob, scr, init=DISC, D=1.5, D_rel=0.1)
     assert small["D_pixels"] == 1.5  # radius 12: a tenth is below the floor
     _, large = idrlse(prob, scr, init=DISC, D=1.0, D_rel=0.25)
@@ -111,12 +115,12 @@ def test_reach_is_divided_by_the_stroke_width():
     assert 2.5 < stroke_width(brush) < 3.5
     scr = np.zeros((H, H), np.uint8)
     scr[brush] = 1
-    _, fixed = idrlse(_prob(DISC), scr, init=DISC, D=3.0)
-    _, divided = idrlse(_prob(DISC), scr, init=DISC, D=3.0, reach_by_width=True)
+    _, fixed = idrlse(agreeing_prob(DISC), scr, init=DISC, D=3.0)
+    _, divided = idrlse(agreeing_prob(DISC), scr, init=DISC, D=3.0, reach_by_width=True)
     assert fixed["D_pixels"] == 3.0 and divided["D_pixels"] == pytest.approx(3.0 / stroke_width(brush))
     scr[brush] = 0
     scr[line] = 1
-    _, divided = idrlse(_prob(DISC), scr, init=DISC, D=3.0, reach_by_width=True)
+    _, divided = idrlse(agreeing_prob(DISC), scr, init=DISC, D=3.0, reach_by_width=True)
     assert divided["D_pixels"] == 3.0  # a one-pixel line keeps the full reach
 
 
@@ -140,8 +144,8 @@ def test_contour_moves_with_foreground_and_background_strokes_together(preset):
     scr = np.zeros((H, H), np.uint8)
     scr[28:37, 43] = 1  # in the missed part, right
     scr[28:37, 19] = 2  # in the extra part, left
-    image = _prob(truth)  # the intensities show the truth; P is the shifted CNN output
-    out = refine_slice("idrlse", image, _prob(init), init, scr, preset=preset)
+    image = agreeing_prob(truth)  # the intensities show the truth; P is the shifted CNN output
+    out = refine_slice("idrlse", image, agreeing_prob(init), init, scr, preset=preset)
     painted = paint(init, scr)
     grown = out & ~painted
     removed = painted & ~out
@@ -150,18 +154,11 @@ def test_contour_moves_with_foreground_and_background_strokes_together(preset):
 
 @pytest.mark.parametrize("name", ["a03_04_11", "a10_12_22"])
 def test_default_preset_numba_and_numpy_agree(shared, name):
-    from skimage.io import imread
-
     from segrefine.metrics import dice
     from segrefine.refine.levelset import idrlse_numpy
 
-    folder = shared / "levelset_2d"
-    image = imread(folder / f"{name}img.png").astype(np.float64)
-    seg = imread(folder / f"{name}seg.png") > 0
-    raw = imread(folder / f"{name}scrb.png")
-    scr = np.zeros(raw.shape, np.uint8)
-    scr[raw == 127], scr[raw == 255] = 1, 2
+    image, seg, scr, prob = load_levelset_case(shared, name)
     params = preset_params(DEFAULT_PRESET, "idrlse")
-    fast, _ = idrlse(_prob(seg), scr, init=seg, image=image, **params)
-    slow, _ = idrlse_numpy(_prob(seg), scr, init=seg, image=image, **params)
+    fast, _ = idrlse(prob, scr, init=seg, image=image, **params)
+    slow, _ = idrlse_numpy(prob, scr, init=seg, image=image, **params)
     assert dice(fast, slow) > 0.99 and (fast != paint(seg, scr)).any()
