@@ -49,6 +49,16 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 UPLOAD_PATHS = re.compile(r"^/api/sessions/(upload|[^/]+/maps|[^/]+/scribbles/png)$")
 
 
+async def send_error(send, status: int, detail: str, *, close: bool = False) -> None:
+    """Answer an ASGI request from a middleware with ``{"detail": ...}`` JSON and ``status``."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class _BodyLimit:
     """ASGI middleware: answer 413 when a request body is larger than its limit.
 
@@ -93,13 +103,8 @@ class _BodyLimit:
 
     @staticmethod
     async def _refuse(send, size: int, limit: int) -> None:
-        body = json.dumps({"detail": f"request body of {size} bytes or more is larger than the "
-                                     f"limit of {limit} bytes ({limit / 2**20:.0f} MB)"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, f"request body of {size} bytes or more is larger than the "
+                                    f"limit of {limit} bytes ({limit / 2**20:.0f} MB)", close=True)
 
 
 class _TooLarge(Exception):
@@ -117,11 +122,7 @@ class _HostCheck:
             host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name not in self.hosts:
-                body = b'{"detail": "unexpected Host header"}'
-                await send({"type": "http.response.start", "status": 400,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await send_error(send, 400, "unexpected Host header")
                 return
         await self.app(scope, receive, send)
 
@@ -148,11 +149,7 @@ class _OriginCheck:
         if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS:
             problem = self.problem(dict(scope["headers"]))
             if problem:
-                body = json.dumps({"detail": problem}).encode()
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await send_error(send, 403, problem)
                 return
         await self.app(scope, receive, send)
 
