@@ -235,8 +235,12 @@ class SuggestionQueue:
         return float(sum(self.expected[self.position:])) / total if total > 0 else 0.0
 
     @property
+    def _budget_left(self) -> bool:
+        return self.position < min(self.budget_slices, len(self.order))
+
+    @property
     def done(self) -> bool:
-        if self.stopped_early or self.position >= min(self.budget_slices, len(self.order)):
+        if self.stopped_early or not self._budget_left:
             return True
         if self.stop_remaining is not None:
             # stop before showing a slice once little expected gain is left, overall or in it
@@ -246,7 +250,7 @@ class SuggestionQueue:
 
     def next(self) -> int | None:
         if self.done:
-            if self.stop_remaining is not None and self.position < min(self.budget_slices, len(self.order)):
+            if self.stop_remaining is not None and self._budget_left:
                 self.stopped_early = True
             return None
         k = self.order[self.position]
