@@ -17,6 +17,8 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# the MONAI Label client for the protocol tests; its own dependency list pulls a CUDA torch
+	$(BIN)/pip install --quiet --no-deps monailabel
 	touch $(STAMP)
 
 # the viewer's pinned NiiVue (package-lock.json); skipped with a note where npm is missing
