@@ -1,0 +1,7 @@
+"""``python -m segrefine.cli``."""
+
+import sys
+
+from segrefine.cli import main
+
+sys.exit(main())

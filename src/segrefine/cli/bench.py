@@ -1,0 +1,155 @@
+"""``segrefine bench ...``: benchmarks that write JSON and a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from segrefine.cli import bench_app, console, friendly
+from segrefine.errors import InputError
+
+
+@bench_app.command("refine")
+@friendly
+def bench_refine(
+    images: Path = typer.Option(..., "--images"),
+    labels: Path = typer.Option(..., "--labels"),
+    json_out: Path = typer.Option(..., "--json"),
+    split: str | None = typer.Option("test", help="Split of the reported figures ('' = all)."),
+    splits: Path | None = typer.Option(None),
+    methods: str = typer.Option("paint,idrlse,graphcut,rnet",
+                                help="Methods (paint = strokes only, the baseline); NAME@PRESET runs NAME "
+                                     "with another preset."),
+    max_slices: int = typer.Option(100),
+    max_cases: int | None = typer.Option(None),
+    preset: str | None = typer.Option(None, help="Refinement parameters (default: the val-chosen "
+                                                    "segrefine.refine.slice.DEFAULT_PRESET)."),
+):
+    """Fig. 4: painting, I-DRLSE, Graph Cut and R-Net on the same mis-segmented slices and scribbles."""
+    from segrefine.bench.refine import run
+    from segrefine.paths import shared_data_dir
+    from segrefine.refine.slice import DEFAULT_PRESET, PRESETS, REFINE_METHODS
+
+    preset = DEFAULT_PRESET if preset is None else preset
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    for name in [preset] + [n.partition("@")[2] for n in names if "@" in n]:
+        if name not in PRESETS:
+            raise InputError(f"--preset / --methods: preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    for name in names:
+        if name.partition("@")[0] not in REFINE_METHODS:
+            raise InputError(f"--methods: each method must be one of {', '.join(REFINE_METHODS)}, "
+                             f"got {name.partition('@')[0]!r}")
+    shared = shared_data_dir()
+    fetal = shared / "fetal_stacks" / "images" / "a26_12.nii.gz" if shared else None
+    levelset = shared / "levelset_2d" if shared else None
+    run(images, labels, json_out, split=split or None, splits_file=splits, max_slices=max_slices,
+        max_cases=max_cases, methods=names, fetal=fetal, levelset_dir=levelset, preset=preset,
+        log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text())
+
+
+@bench_app.command("gcn")
+@friendly
+def bench_gcn(
+    images: Path = typer.Option(..., "--images"),
+    labels: Path = typer.Option(..., "--labels"),
+    json_out: Path = typer.Option(..., "--json"),
+    split: str | None = typer.Option("test", help="Split of the reported figures ('' = all)."),
+    splits: Path | None = typer.Option(None),
+    samples: int = typer.Option(20, help="MC dropout passes T."),
+    tau: float = typer.Option(0.8),
+    max_cases: int | None = typer.Option(None),
+    sweep_cases: int = typer.Option(8, help="Cases of the τ sweep (low-data regime; 0 = skip)."),
+    cache: Path = typer.Option(Path("bench_out/gcn"),
+                               help="Where the train_small U-Net and each case's U-Net maps are cached."),
+    regimes: str = typer.Option("full,small"),
+    tune_split: str = typer.Option("val", help="Split that picks the CRF parameters ('' = defaults)."),
+    memory_shape: str = typer.Option("512x512x300", help="Volume of the peak-memory probe ('' = skip)."),
+):
+    """GCN refinement (both graph schemes, and followed by the dense CRF) vs CNN, E > 0.5 and dense CRF,
+    full and low-data regimes; GCN settings compared on val; τ sweep; speed."""
+    from segrefine.bench.gcn import run
+
+    try:
+        shape = tuple(int(v) for v in memory_shape.lower().split("x")) if memory_shape else None
+    except ValueError:
+        shape = ()
+    if shape is not None and (len(shape) != 3 or min(shape) < 8):
+        raise InputError(f"--memory-shape must look like 512x512x300 (3 sizes >= 8), got {memory_shape!r}")
+    run(images, labels, json_out, split=split or None, splits_file=splits, samples=samples, tau=tau,
+        max_cases=max_cases, sweep_cases=sweep_cases, cache=cache,
+        regimes=[r.strip() for r in regimes.split(",") if r.strip()], tune_split=tune_split or None,
+        memory_shape=shape, log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text())
+
+
+@bench_app.command("stack")
+@friendly
+def bench_stack(
+    images: Path = typer.Option(..., "--images"),
+    labels: Path = typer.Option(..., "--labels"),
+    json_out: Path = typer.Option(..., "--json"),
+    split: str | None = typer.Option("test", help="Split of the reported figures ('' = all)."),
+    splits: Path | None = typer.Option(None),
+    strategies: str = typer.Option("ugir,ugir-nu,ugir-naive,ugir-paint,ugir-oracle,ugir-random,sequential,"
+                                   "graphcut,deepigeos"),
+    budget: float = typer.Option(0.6),
+    max_cases: int | None = typer.Option(None),
+    fetal: Path | None = typer.Option(None, help="Fetal stacks folder (default: shared fetal_stacks)."),
+    preset: str = typer.Option("default", help="Refinement parameters: default (chosen on val) | paper | "
+                                                "hippocampus."),
+    tune_split: str | None = typer.Option(None, help="Also sweep the budget M' on this split (e.g. val)."),
+    patience: str = typer.Option("", help="Extra UGIR ν rows with these early-stop patiences, e.g. '5' "
+                                          "(UGIR: 3); with --tune-split also the budget sweep."),
+    stops: str = typer.Option("0.05,0.1,0.2,0.3", help="Expected-remaining-gain stops swept on --tune-split."),
+):
+    """Table 2: every strategy on the same cases; Dice vs user time plot; fetal-stack suggestions."""
+    from segrefine.bench.stack import run
+    from segrefine.paths import shared_data_dir
+
+    if fetal is None and shared_data_dir() is not None:
+        fetal = shared_data_dir() / "fetal_stacks"
+    run(images, labels, json_out, split=split or None, splits_file=splits,
+        strategies=[s.strip() for s in strategies.split(",") if s.strip()], budget=budget,
+        max_cases=max_cases, fetal_dir=fetal, preset=preset, tune_split=tune_split,
+        patiences=[int(v) for v in patience.split(",") if v.strip()],
+        stops=[float(v) for v in stops.split(",") if v.strip()], log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text())
+
+
+@bench_app.command("uncertainty")
+@friendly
+def bench_uncertainty(
+    images: Path = typer.Option(..., "--images", help="Image folder (Decathlon layout)."),
+    labels: Path = typer.Option(..., "--labels", help="Label folder."),
+    json_out: Path = typer.Option(..., "--json", help="Output JSON (a .md table and .png figure beside it)."),
+    split: str | None = typer.Option("test", help="Split of the reported figures ('' = every case but --val-split's)."),
+    val_split: str = typer.Option("val", help="Split used to choose the UEO threshold."),
+    splits: Path | None = typer.Option(None, help="Split file; default IMAGES/../splits.json."),
+    samples: int = typer.Option(10, help="MC dropout passes T."),
+    ensemble: list[Path] | None = typer.Option(None, "--ensemble-model", help="Ensemble members (default: shipped U-Net + 4 trained and cached)."),
+    cache: Path = typer.Option(Path("bench_out/ensemble"), help="Where trained ensemble members are cached."),
+    fetal: Path | None = typer.Option(None, help="Fetal stack for the speed column (default: the shared a26_12)."),
+    max_cases: int | None = typer.Option(None, help="Use only the first N cases of each split (quick runs)."),
+    methods: str = typer.Option("unet,mcdropout,ensemble,mgnet", help="Rows to run (mcdropout and mgnet always)."),
+):
+    """Table 1: U-Net, MC dropout, ensemble and MG-Net (parameters, time, Dice, ASSD, UEO, RVE, AUROC).
+
+    Example: segrefine bench uncertainty --images ../shared/data/hippocampus/imagesTr
+             --labels ../shared/data/hippocampus/labelsTr --json bench_out/uncertainty.json
+    """
+    from segrefine.bench.uncertainty import run
+    from segrefine.paths import shared_data_dir
+
+    if fetal is None and shared_data_dir() is not None:
+        fetal = shared_data_dir() / "fetal_stacks" / "images" / "a26_12.nii.gz"
+    data = run(images, labels, json_out, split=split or None, val_split=val_split, splits_file=splits,
+               samples=samples, ensemble_models=ensemble or None, cache=cache, fetal=fetal,
+               max_cases=max_cases, methods=[m.strip() for m in methods.split(",") if m.strip()],
+               log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text())
+    console.print(f"MC dropout / MG-Net time: {data['ratios']}")
+
+

@@ -1,0 +1,203 @@
+"""Commands around the network: train, predict, evaluate, demo, serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from segrefine.cli import _five, app, console, friendly, progress_bar
+from segrefine.errors import InputError
+
+
+@app.command()
+@friendly
+def train(
+    dataset: Path = typer.Option(..., "--dataset", help="Decathlon-layout folder (imagesTr, labelsTr)."),
+    arch: str = typer.Option("mgnet", help="mgnet, unet, or rnet (the refinement network, trained on the shipped MG-Net's errors)."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint to write (best validation Dice)."),
+    splits: Path | None = typer.Option(None, help="Split file; default DATASET/splits.json."),
+    train_split: str = typer.Option("train", help="Split used for training."),
+    val_split: str = typer.Option("val", help="Split used for validation."),
+    epochs: int = typer.Option(12),
+    iterations: int = typer.Option(150, help="Iterations per epoch."),
+    batch_size: int = typer.Option(24),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    multiclass: bool = typer.Option(False, help="Keep label values as classes (default: foreground = label > 0)."),
+    threads: int = typer.Option(0, help="Torch threads (0 = torch default)."),
+    dropout_at: str | None = typer.Option(None, help="MG-Net ablation: 'block' puts dropout inside every "
+                                                        "block (the first shipped layout) instead of after "
+                                                        "the encoder blocks (published)."),
+    dropout: str | None = typer.Option(None, help="MG-Net ablation: dropout rate per level, e.g. "
+                                                     "'0.1,0.2,0.3,0.3,0.3' (published: 0.1,...,0.5)."),
+    norm: str | None = typer.Option(None, help="MG-Net ablation: 'instance' instead of the published "
+                                                  "group normalisation."),
+    head_kernel: int | None = typer.Option(None, help="MG-Net ablation: output kernel 1 (published: 3)."),
+    channels: str | None = typer.Option(None, help="MG-Net ablation: channels per level, e.g. "
+                                                      "'64,128,256,512,256' (published: 64,128,256,512,512)."),
+    up_activation: bool | None = typer.Option(None, "--up-activation/--no-up-activation",
+                                                 help="MG-Net ablation: leaky ReLU after the transposed "
+                                                      "convolutions (published: on)."),
+):
+    """Train a U-Net or MG-Net on CPU.
+
+    Example: segrefine train --dataset ../shared/data/hippocampus --arch mgnet --out mgnet.pt
+    """
+    from segrefine.datasets import split_cases
+    from segrefine.nets.train import TrainConfig
+    from segrefine.nets.train import train as run_train
+
+    if arch not in ("mgnet", "unet", "rnet"):
+        raise InputError(f"--arch must be mgnet, unet or rnet, got {arch!r}")
+    net_options = {}
+    if dropout_at is not None:
+        if dropout_at not in ("block", "encoder"):
+            raise InputError(f"--dropout-at must be block or encoder, got {dropout_at!r}")
+        net_options["dropout_at"] = dropout_at
+    if dropout is not None:
+        net_options["dropout"] = _five(dropout, "--dropout", float, lambda r: 0 <= r < 1, "rates in [0, 1)")
+    if norm is not None:
+        if norm not in ("instance", "group"):
+            raise InputError(f"--norm must be instance or group, got {norm!r}")
+        net_options["norm"] = norm
+    if head_kernel is not None:
+        if head_kernel not in (1, 3):
+            raise InputError(f"--head-kernel must be 1 or 3, got {head_kernel}")
+        net_options["head_kernel"] = head_kernel
+    if up_activation is not None:
+        net_options["up_activation"] = up_activation
+    if channels is not None:
+        net_options["channels"] = _five(channels, "--channels", int, lambda w: w > 0 and w % 4 == 0,
+                                        "widths, multiples of 4")
+    if net_options and arch != "mgnet":
+        raise InputError("--dropout-at, --dropout, --norm, --head-kernel, --channels and --up-activation "
+                         "apply to --arch mgnet only")
+    tr = split_cases(dataset, train_split, splits)
+    va = split_cases(dataset, val_split, splits)
+    if arch == "rnet":
+        from segrefine.refine.rnet import train_rnet
+
+        summary = train_rnet(tr, va, out, epochs=epochs, iterations=iterations, batch_size=batch_size,
+                             lr=lr, seed=seed, log=console.print)
+        console.print(f"best val slice Dice {summary['best_val_slice_dice']:.4f} -> {out}")
+        return
+    cfg = TrainConfig(arch=arch, epochs=epochs, iterations_per_epoch=iterations, batch_size=batch_size,
+                      lr=lr, seed=seed, multiclass=multiclass, threads=threads, net_options=net_options,
+                      splits={"file": str(splits or Path(dataset) / "splits.json"),
+                              "train": train_split, "val": val_split})
+    with progress_bar() as bar:
+        task = bar.add_task(f"train {arch}", total=epochs * iterations)
+
+        def on_progress(step, total, record):
+            bar.advance(task, step)
+            if record:
+                bar.console.print(f"epoch {record['epoch']:3d}  loss {record['loss']:.4f}  "
+                                  f"val Dice {record['val_dice']:.4f}  {record['seconds']:.0f} s")
+
+        summary = run_train(tr, va, out, cfg, progress=on_progress)
+    console.print(f"best val Dice {summary['best_val_dice']:.4f} at epoch {summary['best_epoch']} -> {out}")
+
+
+@app.command()
+@friendly
+def predict(
+    input: Path = typer.Option(..., "-i", "--input", help="Image file or folder of images."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
+    method: str = typer.Option("mgnet", help="mgnet | unet | mcdropout | ensemble."),
+    model: list[Path] | None = typer.Option(None, "--model", help="Checkpoint(s); default: the shipped model."),
+    samples: int = typer.Option(10, "--samples", help="MC dropout passes T (10 or 20)."),
+    axis: int = typer.Option(2, help="Slice axis (0, 1 or 2)."),
+    uncertainty: str = typer.Option("variance", help="variance | entropy (bits)."),
+):
+    """Segment with uncertainty: writes <case>.nii.gz, <case>_prob.nii.gz, <case>_uncertainty.nii.gz.
+
+    Example: segrefine predict -i ../shared/data/fetal_stacks/images -o out --method mgnet
+    """
+    from segrefine.io import check_writable_dir, list_images
+    from segrefine.predict import load_inputs, predict_files
+    from segrefine.uncertainty import Predictor
+
+    volumes = load_inputs(list_images(input))
+    predictor = Predictor(method, models=model, passes=samples, axis=axis, uncertainty=uncertainty)
+    check_writable_dir(output)
+    with progress_bar() as bar:
+        task = bar.add_task(f"predict ({method})", total=len(volumes))
+        records = predict_files(volumes, output, predictor, on_case=lambda c, p: bar.advance(task))
+    for r in records:
+        console.print(f"{r['case']}: {r['seconds']:.2f} s, {r['foreground_voxels']} foreground voxels")
+    console.print(f"wrote {len(records)} cases to {output}")
+
+
+@app.command()
+@friendly
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predicted <case>.nii.gz."),
+    ref: Path = typer.Option(..., "--ref", help="Folder of reference labels."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write per-case and mean figures here."),
+):
+    """Dice, ASSD and HD95 (mm) of predictions against references.
+
+    Example: segrefine evaluate --pred out --ref ../shared/data/hippocampus/labelsTr --json scores.json
+    """
+    from rich.table import Table
+
+    from segrefine.evaluate import KEYS, evaluate_folders
+    from segrefine.io import atomic_path
+
+    result = evaluate_folders(pred, ref)
+    table = Table("case", *KEYS)
+    for c in result["cases"]:
+        table.add_row(c["case"], *(f"{c[k]:.4f}" for k in KEYS))
+    m = result["mean"]
+    table.add_row("mean ± sd", *(f"{m[k]:.4f} ± {m[k + '_sd']:.4f}" for k in KEYS))
+    Console().print(table)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
+
+
+@app.command()
+@friendly
+def demo(
+    input: Path | None = typer.Option(None, "--input", help="Your own image file or folder."),
+    labels: Path | None = typer.Option(None, "--labels", help="Reference labels for --input (optional)."),
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder."),
+    cases: int = typer.Option(4, help="Number of shared hippocampus test cases."),
+):
+    """Predict with the shipped MG-Net, print Dice where labels exist, write outputs and a PNG."""
+    from segrefine.demo import run_demo
+
+    run_demo(input=input, labels=labels, out=out, n_cases=cases, console=Console())
+
+
+
+
+@app.command()
+@friendly
+def serve(
+    data_root: Path | None = typer.Option(None, "--data-root", help="Folder whose images the app may open (default: the shared data)."),
+    workspace: Path = typer.Option(Path("workspace"), "--workspace", help="Where sessions are persisted."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="Port."),
+):
+    """Start the web app (FastAPI + NiiVue viewer) and print the address to open.
+
+    Example: segrefine serve --data-root ../shared/data --port 8000
+    """
+    from segrefine.io import check_writable_dir
+    from segrefine.paths import shared_data_dir
+    from segrefine.server.app import serve as run_server
+
+    if data_root is None:
+        data_root = shared_data_dir()
+    if data_root is not None and not Path(data_root).is_dir():
+        raise InputError(f"--data-root {data_root}: not a folder")
+    check_writable_dir(workspace)
+    console.print(f"segrefine web app: open http://{host}:{port}/  (data root: {data_root}, "
+                  f"sessions in {workspace}; Ctrl+C to stop)")
+    run_server(data_root=Path(data_root) if data_root else None, workspace=workspace, host=host, port=port)
+
