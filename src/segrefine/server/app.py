@@ -35,15 +35,28 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
-from segrefine import io
+from segrefine import io, uploads
 from segrefine.errors import InputError
 from segrefine.server.routes import router
 from segrefine.server.store import SessionStore, UnknownSession
 
 log = logging.getLogger(__name__)
 
+#: the viewer inside an installed wheel (copied there by ``setup.py``'s build step, same layout)
+PACKAGED_WEB_DIR = Path(__file__).resolve().parents[1] / "_web"
 #: the repository's ``web/`` folder (viewer sources and, after ``npm ci``, node_modules)
-WEB_DIR = Path(__file__).resolve().parents[3] / "web"
+SOURCE_WEB_DIR = Path(__file__).resolve().parents[3] / "web"
+
+
+def default_web_dir() -> Path:
+    """The wheel's copy of the viewer when there is one (an installed ``segrefine``), else the
+    source tree's ``web/`` (a checkout or an editable install)."""
+    if (PACKAGED_WEB_DIR / "viewer" / "index.html").is_file():
+        return PACKAGED_WEB_DIR
+    return SOURCE_WEB_DIR
+
+
+WEB_DIR = default_web_dir()
 NIIVUE_DIST = Path("node_modules") / "@niivue" / "niivue" / "dist"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 UPLOAD_PATHS = re.compile(r"^/api/sessions/(upload|[^/]+/maps|[^/]+/scribbles/png)$")
@@ -200,7 +213,7 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
         Sessions kept open in memory; others reopen from disk on their next request.
     web_dir : Path or None
         The viewer's folder (``viewer/`` sources, ``node_modules/`` from ``npm ci``);
-        default: the repository's ``web/``.
+        default: :func:`default_web_dir` (the installed wheel's copy, else the repository's ``web/``).
     allowed_hosts : list of str or None
         Host names the server answers to (None: any); :func:`serve` sets the loopback names.
     """
@@ -219,6 +232,10 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
     @app.exception_handler(io.ImageTooLarge)
     async def _too_large(request: Request, exc: io.ImageTooLarge):
         return JSONResponse({"detail": str(exc)}, status_code=413)
+
+    @app.exception_handler(uploads.UnsupportedFormat)
+    async def _unsupported(request: Request, exc: uploads.UnsupportedFormat):
+        return JSONResponse({"detail": str(exc)}, status_code=415)
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError):
@@ -258,11 +275,13 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
     if niivue.is_dir():
         app.mount("/vendor/niivue", StaticFiles(directory=niivue), name="niivue")
     else:
-        log.warning("%s is missing: run `npm ci` in %s for the viewer", niivue, web_dir)
+        fix = (f"run `npm ci` in {web_dir}" if web_dir != PACKAGED_WEB_DIR else
+               "this segrefine was built without it: rebuild the wheel after `make setup`")
+        log.warning("%s is missing: %s for the viewer", niivue, fix)
 
         @app.get("/vendor/niivue/{rest:path}", include_in_schema=False)
         def _no_niivue(rest: str):
-            return JSONResponse({"detail": f"NiiVue is not installed: run `npm ci` in {web_dir}"},
+            return JSONResponse({"detail": f"NiiVue is not installed: {fix}"},
                                 status_code=404)
 
     app.add_middleware(_BodyLimit, upload_limit=int(max_upload_mb * 2**20),

@@ -14,8 +14,6 @@ the same names.
 from __future__ import annotations
 
 import base64
-import gzip
-import io as _io
 import logging
 import re
 import shutil
@@ -27,7 +25,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
-from segrefine import io
+from segrefine import uploads
 from segrefine.errors import InputError
 from segrefine.server import models as m
 from segrefine.server.store import SessionStore
@@ -57,55 +55,15 @@ ARRAY = "/sessions/{sid}/arrays/{name}"
 VOLUME = "/sessions/{sid}/volumes/{name}"
 DOWNLOAD = "/sessions/{sid}/download"
 
-#: what an upload may be: self-contained image files only (no detached headers)
-UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 VOLUME_NAMES = ("image.nii.gz", "mask.nii.gz", "scribbles.nii.gz", "uncertainty.nii.gz", "prob.nii.gz")
 MAX_FILES_LISTED = 5000
-#: characters of an upload's name kept (file systems allow 255 bytes a name)
-MAX_NAME = 100
 
 
 def _store(request: Request) -> SessionStore:
     return request.app.state.store
 
 
-# ---------------------------------------------------------------------- file checks
-def _allowed_suffix(name: str) -> bool:
-    return name.lower().endswith(UPLOAD_SUFFIXES)
-
-
-def _formats() -> str:
-    return "NIfTI (.nii, .nii.gz), NRRD (.nrrd) or MHA (.mha)"
-
-
-def check_self_contained(path: Path, shown: str) -> None:
-    """Refuse NRRD/MHA headers that point at a data file elsewhere (they could name any file)."""
-    lower = path.name.lower()
-    if not lower.endswith((".nrrd", ".mha")):
-        return
-    with open(path, "rb") as fh:
-        head = fh.read(64 * 1024)
-    text = head.split(b"\n\n", 1)[0] if lower.endswith(".nrrd") else head
-    if lower.endswith(".nrrd"):
-        if re.search(rb"(?im)^\s*data ?file\s*:", text):
-            raise InputError(f"{shown}: NRRD with a detached data file is not accepted; "
-                             "send a single-file .nrrd")
-    else:
-        found = re.search(rb"(?im)^\s*ElementDataFile\s*=\s*(\S+)", text)
-        if found is None or found.group(1) != b"LOCAL":
-            raise InputError(f"{shown}: MHA whose data is not stored in the file itself "
-                             "(ElementDataFile = LOCAL) is not accepted")
-
-
-def check_voxel_count(path: Path, shown: str, max_voxels: int) -> None:
-    """Read only the header and refuse an image past this server's voxel and byte caps
-    (:class:`io.ImageTooLarge`, answered 413) or unreadable (400), naming it ``shown``."""
-    try:
-        io.check_header(path, max_voxels=max_voxels)
-    except InputError as exc:
-        raise type(exc)(str(exc).replace(str(path), shown)) from None
-
-
+# ---------------------------------------------------------------------- data root
 def _shown(rel: str, limit: int = 120) -> str:
     """``rel`` quoted for a message, cut to ``limit`` characters."""
     return repr(rel if len(rel) <= limit else rel[:limit] + "...")
@@ -134,20 +92,14 @@ def resolve_data_path(request: Request, rel: str) -> Path:
         raise HTTPException(403, f"path {shown} is outside the data root")
     if not exists:
         raise HTTPException(404, f"path {shown}: no such file under the data root")
-    if is_file and not _allowed_suffix(target.name):
-        raise HTTPException(415, f"path {shown}: not an accepted image; expected {_formats()}")
     if is_file:
-        check_self_contained(target, rel)
-        check_voxel_count(target, rel, request.app.state.max_voxels)
+        uploads.suffix_of(target.name, f"path {shown}")
+        uploads.check_image_file(target, rel, request.app.state.max_voxels)
     return target
 
 
 def _load_under_root(request: Request, rel: str) -> np.ndarray:
-    path = resolve_data_path(request, rel)
-    try:
-        return io.load(path).array
-    except InputError as exc:
-        raise InputError(str(exc).replace(str(path), rel)) from None
+    return uploads.load_received(resolve_data_path(request, rel), rel)
 
 
 # ---------------------------------------------------------------------- answers
@@ -208,7 +160,7 @@ def list_files(request: Request) -> list[m.FileEntry]:
         if len(out) >= MAX_FILES_LISTED:
             break
         try:
-            if path.is_file() and _allowed_suffix(path.name) and path.resolve().is_relative_to(root):
+            if path.is_file() and uploads.accepted(path.name) and path.resolve().is_relative_to(root):
                 out.append(m.FileEntry(path=path.relative_to(root).as_posix(),
                                        size=path.stat().st_size))
         except (OSError, RuntimeError):  # a symbolic link loop, a file removed meanwhile
@@ -242,24 +194,11 @@ def create_from_upload(request: Request, file: Annotated[UploadFile, File()],
                        order: Annotated[str, Form()] = "gain") -> m.StatusOut:
     """A session on an uploaded image (multipart field ``file``; size limited by the app)."""
     options = m.SessionOptions(axis=axis, method=method, budget=budget, preset=preset or None, order=order)
-    raw_name = (file.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-    if not raw_name:
-        raise HTTPException(400, "the upload has no file name")
-    if not _allowed_suffix(raw_name):
-        raise HTTPException(415, f"{raw_name}: not an accepted image; expected {_formats()}")
-    suffix = next(x for x in UPLOAD_SUFFIXES if raw_name.lower().endswith(x))
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", raw_name[: -len(suffix)])[:MAX_NAME].strip(".") or "image"
-    safe = stem + suffix
+    raw_name = file.filename or ""
     store = _store(request)
     scratch = store.scratch()
     try:
-        dest = scratch / safe
-        with open(dest, "wb") as out:
-            shutil.copyfileobj(file.file, out, length=1 << 20)
-        if dest.stat().st_size == 0:
-            raise InputError(f"{raw_name}: the uploaded file is empty")
-        check_self_contained(dest, raw_name)
-        check_voxel_count(dest, raw_name, request.app.state.max_voxels)
+        dest = uploads.receive(file.file, raw_name, scratch, max_voxels=request.app.state.max_voxels)
         try:
             sid, s = store.create(dest, axis=options.axis, method=options.method, budget=options.budget,
                                   preset=options.preset, order=options.order)
@@ -308,18 +247,9 @@ def set_maps_upload(sid: str, request: Request, prob: Annotated[UploadFile, File
                 if up is None:
                     arrays.append(None)
                     continue
-                name = (up.filename or field).replace("\\", "/").rsplit("/", 1)[-1]
-                if not _allowed_suffix(name):
-                    raise HTTPException(415, f"{field} ({name}): not an accepted image; expected {_formats()}")
-                dest = scratch / f"{field}{next(x for x in UPLOAD_SUFFIXES if name.lower().endswith(x))}"
-                with open(dest, "wb") as out:
-                    shutil.copyfileobj(up.file, out, length=1 << 20)
-                check_self_contained(dest, name)
-                check_voxel_count(dest, name, request.app.state.max_voxels)
-                try:
-                    arrays.append(io.load(dest).array)
-                except InputError as exc:
-                    raise InputError(str(exc).replace(str(dest), f"{field} ({name})")) from None
+                dest = uploads.receive(up.file, up.filename or field, scratch, field=field,
+                                       max_voxels=request.app.state.max_voxels)
+                arrays.append(uploads.load_received(dest, f"{field} ({up.filename or field})"))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return action_out(sid, s, [s.set_maps(*arrays)])
@@ -372,46 +302,17 @@ def add_scribble(sid: str, body: m.ScribbleRequest, request: Request) -> m.Actio
         return action_out(sid, s, changes)
 
 
-def read_scribble_png(data: bytes, shape: tuple[int, int], shown: str) -> np.ndarray:
-    """A scribble PNG as labels (H, W) uint8: 0 none, 1 foreground, 2 background.
-
-    Grey values 1/2 or the UGIR demo's 127/255 (foreground/background) are read;
-    the PNG must have the slice's shape (rows, cols).
-    """
-    from PIL import Image
-
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise InputError(f"{shown}: not a PNG file")
-    try:
-        with Image.open(_io.BytesIO(data)) as im:
-            if (im.height, im.width) != tuple(shape):
-                raise InputError(f"{shown}: PNG of {im.height}x{im.width} pixels, the slice has "
-                                 f"{shape[0]}x{shape[1]} (rows x cols)")
-            arr = np.asarray(im.convert("L"))
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"{shown}: unreadable PNG ({exc})") from None
-    values = set(np.unique(arr).tolist())
-    if values <= {0, 1, 2}:
-        return arr.astype(np.uint8)
-    if values <= {0, 127, 255}:
-        return np.select([arr == 127, arr == 255], [1, 2], 0).astype(np.uint8)
-    raise InputError(f"{shown}: scribble PNG values must be 0/1/2 or 0/127/255 "
-                     f"(none/foreground/background), got {sorted(values)[:8]}")
-
-
 @router.post(SCRIBBLES_PNG, response_model=m.ActionOut)
 def add_scribble_png(sid: str, request: Request, file: Annotated[UploadFile, File()],
                      index: Annotated[int, Form()], axis: Annotated[int | None, Form()] = None,
                      refine: Annotated[bool, Form()] = False,
                      method: Annotated[str | None, Form()] = None) -> m.ActionOut:
-    """Scribbles of one slice as a PNG label image (see :func:`read_scribble_png`)."""
+    """Scribbles of one slice as a PNG label image (see :func:`segrefine.uploads.read_scribble_png`)."""
     opts = m.RefineRequest(index=index, axis=axis, method=method)
     data = file.file.read()
     with _store(request).use(sid) as s:
         view_shape = s.slice_mask(opts.index, opts.axis).shape
-        labels = read_scribble_png(data, view_shape, file.filename or "scribbles.png")
+        labels = uploads.read_scribble_png(data, view_shape, file.filename or "scribbles.png")
         if not labels.any():
             raise InputError(f"{file.filename or 'scribbles.png'}: the PNG holds no scribble")
         changes = [s.add_scribble(opts.index, labels == lab, lab, axis=opts.axis)
@@ -473,32 +374,9 @@ def get_array(sid: str, name: str, request: Request) -> Response:
                              "Cache-Control": "no-store"})
 
 
-def viewer_nifti(volume: io.Volume, array: np.ndarray, dtype=None) -> bytes:
-    """Gzipped NIfTI of ``array`` on ``volume``'s grid, for the viewer.
-
-    The affine is written as an explicit sform (code kept, at least 1) besides the
-    qform: NiiVue rebuilds a qform-only affine from the quaternion with
-    ``a = sqrt(1 - b² - c² - d²)``, which is NaN when float32 rounding pushes the
-    sum past 1 (the fetal stack ``a26_12`` does), and then shows the volume unoriented.
-    With the sform NiiVue uses the same affine as nibabel.
-    """
-    import nibabel as nib
-
-    array = np.asarray(array) if dtype is None else np.asarray(array).astype(dtype, copy=False)
-    header = volume.header.copy() if volume.header is not None else None
-    img = nib.Nifti1Image(array, volume.affine, header=header)
-    img.set_data_dtype(array.dtype)
-    img.header.set_slope_inter(None, None)
-    qcode = int(header["qform_code"]) if header is not None else 0
-    scode = int(header["sform_code"]) if header is not None else 0
-    img.set_qform(volume.affine if qcode else None, code=qcode)
-    img.set_sform(volume.affine, code=max(scode, qcode, 1))
-    return gzip.compress(img.to_bytes(), compresslevel=1)
-
-
 @router.get(VOLUME)
 def get_volume(sid: str, name: str, request: Request) -> Response:
-    """Volumes for the viewer, as gzipped NIfTI on the image's grid (see :func:`viewer_nifti`)."""
+    """Volumes for the viewer, as gzipped NIfTI on the image's grid (see :func:`segrefine.uploads.viewer_nifti`)."""
     if name not in VOLUME_NAMES:
         raise HTTPException(404, f"no volume {name!r}; one of {', '.join(VOLUME_NAMES)}")
     with _store(request).use(sid) as s:
@@ -508,7 +386,7 @@ def get_volume(sid: str, name: str, request: Request) -> Response:
                         "scribbles.nii.gz": (s.scribbles, np.uint8),
                         "uncertainty.nii.gz": (s.uncertainty, np.float32),
                         "prob.nii.gz": (s.prob, np.float32)}[name]
-        data = viewer_nifti(s.volume, array, dtype)
+        data = uploads.viewer_nifti(s.volume, array, dtype)
     return Response(data, media_type="application/gzip", headers={"Cache-Control": "no-store"})
 
 
