@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from segrefine import io, uploads
 from segrefine.errors import InputError
+from segrefine.server.monailabel import router as monailabel_router
 from segrefine.server.routes import router
 from segrefine.server.store import SessionStore, UnknownSession
 
@@ -59,7 +60,7 @@ def default_web_dir() -> Path:
 WEB_DIR = default_web_dir()
 NIIVUE_DIST = Path("node_modules") / "@niivue" / "niivue" / "dist"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-UPLOAD_PATHS = re.compile(r"^/api/sessions/(upload|[^/]+/maps|[^/]+/scribbles/png)$")
+UPLOAD_PATHS = re.compile(r"^(/api/sessions/(upload|[^/]+/maps|[^/]+/scribbles/png)|/datastore/(|image|label)|/infer/[^/]+)$")
 
 
 async def send_error(send, status: int, detail: str, *, close: bool = False) -> None:
@@ -262,6 +263,7 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
         return response
 
     app.include_router(router, prefix="/api")
+    app.include_router(monailabel_router, include_in_schema=False)  # MONAI Label protocol (docs/slicer.md)
 
     # ------------------------------------------------------------------ the viewer
     viewer = web_dir / "viewer"

@@ -1,0 +1,332 @@
+"""The image datastore behind the MONAI Label protocol (:mod:`segrefine.server.monailabel`).
+
+Images are
+
+- the image files under the data root (read only; NIfTI, NRRD, MHA) and the DICOM series
+  folders there (a folder holding ``.dcm`` files), except what looks like a label: files
+  under a folder whose name starts with ``labels`` or ``reference`` (the Decathlon
+  ``labelsTr``, the fetal stacks' ``reference_mgnet``) and files whose name ends with
+  ``_seg``, ``_var``, ``_prob``, ``_uncertainty``, ``_mask`` or ``_label``. Their id is
+  the path relative to the data root without the image suffix
+  (``hippocampus/imagesTr/hippocampus_004``);
+- images uploaded with ``PUT /datastore/?image=ID`` (stored in the workspace, under the id
+  the client gave; an upload with the id of a data-root image is refused).
+
+Labels are stored in the workspace, per image and tag, as numbered versions that are
+never overwritten: ``labels/<image key>/<tag>/v0001.nii.gz`` with ``v0001.json`` (what the
+client sent: ``label_info``, ``label_names``, the client id, the time). A read without a
+version gets the latest. Tag ``original`` is the first MG-Net segmentation of the image
+(written once, by the first ``/infer/segmentation``); ``final`` (the default) what a
+person saved.
+
+MG-Net's prediction of an image (probability, uncertainty, label) and its slice ranking
+are computed once and cached in ``cache/`` under the image key and the file's size and
+modification time, so the active-learning strategies and the scribbles refinement reuse
+them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segrefine import io, uploads
+from segrefine.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LABEL_DIRS = re.compile(r"^(labels|reference)", re.IGNORECASE)
+LABEL_NAMES = re.compile(r"_(seg|var|prob|uncertainty|mask|label)$", re.IGNORECASE)
+TAG = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+MAX_LISTED = 5000
+MAX_ID = 128
+DEFAULT_TAG = "final"
+ORIGINAL_TAG = "original"
+
+
+class UnknownImage(LookupError):
+    """No image (or label) with this id in the datastore (the protocol answers 404)."""
+
+
+class Conflict(InputError):
+    """A request that contradicts the datastore's state (the protocol answers 409)."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image of the datastore: ``id``, ``path`` (file or DICOM folder), ``kind``
+    (``file``, ``dicom`` or ``upload``) and ``name`` (a file name to save it under)."""
+
+    id: str
+    path: Path
+    kind: str
+
+    @property
+    def name(self) -> str:
+        if self.kind == "dicom":
+            return self.path.name + ".nii.gz"
+        return self.path.name if self.kind == "file" else self.path.name.split("__", 1)[-1]
+
+    @property
+    def key(self) -> str:
+        return image_key(self.id)
+
+    def signature(self) -> str:
+        """Size and modification time of the file (or of the series' files): the cache key."""
+        files = sorted(self.path.iterdir()) if self.path.is_dir() else [self.path]
+        parts = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+        return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def image_key(image_id: str) -> str:
+    """A folder name for ``image_id``: its safe characters and a hash (no two ids share one)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", image_id)[:80].strip(".") or "image"
+    return f"{safe}-{hashlib.sha1(image_id.encode()).hexdigest()[:10]}"
+
+
+def check_id(image_id: str, what: str = "image") -> str:
+    if not image_id or len(image_id) > MAX_ID:
+        raise InputError(f"{what} id must have 1 to {MAX_ID} characters")
+    if any(c in image_id for c in "/\\\x00") or not image_id.isprintable() or image_id.startswith("."):
+        raise InputError(f"{what} id {image_id[:40]!r} may not hold '/', '\\', control "
+                         "characters or start with '.'")
+    return image_id
+
+
+def check_tag(tag: str) -> str:
+    if not TAG.fullmatch(tag or ""):
+        raise InputError(f"tag {str(tag)[:40]!r}: use 1 to 32 letters, digits, '_' or '-'")
+    return tag
+
+
+class Datastore:
+    """Images of ``data_root`` and uploads, versioned labels and cached predictions in
+    ``folder`` (``<workspace>/monailabel``); see the module docstring."""
+
+    def __init__(self, data_root: Path | None, folder: Path, *, max_voxels: int):
+        self.data_root = data_root
+        self.folder = io.check_writable_dir(folder)
+        self.max_voxels = max_voxels
+        for sub in ("images", "labels", "cache"):
+            (self.folder / sub).mkdir(exist_ok=True)
+        self._lock = threading.RLock()
+        self._predict_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ images
+    def _root_images(self) -> list[Image]:
+        root = self.data_root
+        if root is None:
+            return []
+        out: list[Image] = []
+        for path in sorted(root.rglob("*")):  # rglob does not descend into symlinked folders
+            if len(out) >= MAX_LISTED:
+                break
+            try:
+                rel = path.relative_to(root)
+                if any(LABEL_DIRS.match(p) for p in rel.parts[:-1]) or any(p.startswith(".") for p in rel.parts):
+                    continue
+                if not path.resolve().is_relative_to(root):
+                    continue
+                if path.is_file() and uploads.accepted(path.name):
+                    stem = io.case_name(path)
+                    if not LABEL_NAMES.search(stem) and not LABEL_DIRS.match(path.name):
+                        out.append(Image((rel.parent / stem).as_posix(), path, "file"))
+                elif path.is_dir() and not LABEL_DIRS.match(path.name):
+                    from segrefine.dicomseg import is_dicom_series
+
+                    if is_dicom_series(path):
+                        out.append(Image(rel.as_posix(), path, "dicom"))
+            except (OSError, RuntimeError):  # a symbolic link loop, a file removed meanwhile
+                continue
+        return out
+
+    def _uploads(self) -> list[Image]:
+        out = []
+        for folder in sorted((self.folder / "images").iterdir()):
+            meta = folder / "image.json"
+            if folder.is_dir() and meta.is_file():
+                record = json.loads(meta.read_text(encoding="utf-8"))
+                out.append(Image(record["id"], folder / record["file"], "upload"))
+        return out
+
+    def images(self) -> dict[str, Image]:
+        """Every image by id (data root first, then uploads)."""
+        found = {im.id: im for im in self._root_images()}
+        for im in self._uploads():
+            found.setdefault(im.id, im)
+        return found
+
+    def get(self, image_id: str) -> Image:
+        if self.data_root is not None and "/" in (image_id or ""):
+            found = next((im for im in self._root_images() if im.id == image_id), None)
+        else:
+            found = self.images().get(image_id)
+        if found is None:
+            raise UnknownImage(f"no image with id {str(image_id)[:120]!r} in the datastore")
+        return found
+
+    def load(self, image: Image) -> io.Volume:
+        """The image's volume, its header checked against the voxel cap first."""
+        if image.kind != "dicom":
+            uploads.check_image_file(image.path, image.id, self.max_voxels)
+        try:
+            return io.load(image.path, max_voxels=self.max_voxels)
+        except InputError as exc:
+            raise type(exc)(str(exc).replace(str(image.path), image.id)) from None
+
+    def add_image(self, image_id: str | None, stream, filename: str, scratch: Path, params: dict) -> Image:
+        """Store an uploaded image under ``image_id`` (default: the file's case name); an
+        upload with an existing upload's id replaces that image (its labels stay)."""
+        dest = uploads.receive(stream, filename, scratch, max_voxels=self.max_voxels)
+        volume = uploads.load_received(dest, filename)
+        if volume.ndim != 3:
+            raise InputError(f"{filename}: expected a 3D image, got shape {volume.shape}")
+        image_id = check_id(image_id or io.case_name(dest.name))
+        if any(im.id == image_id for im in self._root_images()):
+            raise Conflict(f"image id {image_id!r} is an image of the data root (read only); "
+                           "upload under another id")
+        with self._lock:
+            folder = self.folder / "images" / image_key(image_id)
+            folder.mkdir(exist_ok=True)
+            name = f"{int(time.time() * 1000)}__{dest.name}"
+            shutil.move(str(dest), folder / name)
+            record = {"id": image_id, "file": name, "ts": int(time.time()),
+                      "client_id": str(params.get("client_id") or "")[:64]}
+            old = folder / "image.json"
+            previous = json.loads(old.read_text(encoding="utf-8"))["file"] if old.is_file() else None
+            with io.atomic_path(old) as tmp:
+                tmp.write_text(json.dumps(record), encoding="utf-8")
+            if previous and previous != name:
+                (folder / previous).unlink(missing_ok=True)
+        return Image(image_id, folder / name, "upload")
+
+    # ------------------------------------------------------------------ labels
+    def _label_dir(self, image_id: str, tag: str) -> Path:
+        return self.folder / "labels" / image_key(image_id) / check_tag(tag)
+
+    def label_versions(self, image_id: str, tag: str) -> list[int]:
+        folder = self._label_dir(image_id, tag)
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name[1:5]) for p in folder.glob("v[0-9][0-9][0-9][0-9].json"))
+
+    def save_label(self, image: Image, array: np.ndarray, volume: io.Volume, tag: str, info: dict,
+                   *, once: bool = False) -> int | None:
+        """Store ``array`` as the next version of ``tag``; with ``once``, only when the tag has no
+        version yet (returns None then). Returns the version number."""
+        with self._lock:
+            versions = self.label_versions(image.id, tag)
+            if once and versions:
+                return None
+            version = (versions[-1] if versions else 0) + 1
+            folder = self._label_dir(image.id, tag)
+            folder.mkdir(parents=True, exist_ok=True)
+            io.save(volume.with_array(np.asarray(array).astype(np.uint8)), folder / f"v{version:04d}.nii.gz",
+                    dtype=np.uint8)
+            record = {**info, "image": image.id, "tag": tag, "version": version, "ts": int(time.time()),
+                      "ext": ".nii.gz"}
+            with io.atomic_path(folder / f"v{version:04d}.json") as tmp:
+                tmp.write_text(json.dumps(record), encoding="utf-8")
+        return version
+
+    def label(self, image_id: str, tag: str, version: int | None = None) -> tuple[Path, dict]:
+        """The file and record of a label version (latest by default)."""
+        versions = self.label_versions(image_id, tag)
+        if not versions:
+            raise UnknownImage(f"no label with tag {tag!r} for image {image_id[:120]!r}")
+        version = versions[-1] if version is None else version
+        if version not in versions:
+            raise UnknownImage(f"label {image_id[:120]!r} tag {tag!r} has no version {version} "
+                               f"(has 1 to {versions[-1]})")
+        folder = self._label_dir(image_id, tag)
+        record = json.loads((folder / f"v{version:04d}.json").read_text(encoding="utf-8"))
+        return folder / f"v{version:04d}.nii.gz", record
+
+    def labels_of(self, image_id: str) -> dict[str, dict]:
+        """``{tag: {"ext", "info", "versions"}}`` of an image (latest version's record as info)."""
+        root = self.folder / "labels" / image_key(image_id)
+        out = {}
+        if root.is_dir():
+            for folder in sorted(root.iterdir()):
+                versions = self.label_versions(image_id, folder.name) if TAG.fullmatch(folder.name) else []
+                if versions:
+                    _, record = self.label(image_id, folder.name)
+                    out[folder.name] = {"ext": ".nii.gz", "info": record, "versions": len(versions)}
+        return out
+
+    def corrected_slices(self, image_id: str) -> list[int]:
+        path = self.folder / "labels" / image_key(image_id) / "corrected.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+    def add_corrected(self, image_id: str, slices: list[int]) -> list[int]:
+        """Record slices a person corrected (scribbles refinement); returns all of them."""
+        with self._lock:
+            merged = sorted(set(self.corrected_slices(image_id)) | {int(k) for k in slices})
+            path = self.folder / "labels" / image_key(image_id) / "corrected.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with io.atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(merged), encoding="utf-8")
+        return merged
+
+    # ------------------------------------------------------------------ summaries
+    def status(self) -> dict:
+        images = self.images()
+        tags: dict[str, int] = {}
+        completed = 0
+        for image_id in images:
+            labels = self.labels_of(image_id)
+            completed += DEFAULT_TAG in labels
+            for tag in labels:
+                tags[tag] = tags.get(tag, 0) + 1
+        return {"total": len(images), "completed": completed, "label_tags": tags}
+
+    def to_json(self) -> dict:
+        objects = {}
+        for image_id, im in self.images().items():
+            objects[image_id] = {"image": {"ext": ".nii.gz" if im.kind == "dicom" else
+                                           im.name[len(io.case_name(im.name)):],
+                                           "info": {"name": im.name, "kind": im.kind}},
+                                 "labels": self.labels_of(image_id)}
+        return {"name": "segrefine", "description": "data root images and uploads; versioned labels",
+                "objects": objects}
+
+    # ------------------------------------------------------------------ predictions
+    def prediction(self, image: Image, volume: io.Volume | None = None) -> dict:
+        """MG-Net's ``prob``, ``uncertainty``, ``label`` arrays and ``summary`` (expected wrong
+        voxels, total uncertainty, the slices ranked by expected gain), cached on disk."""
+        base = self.folder / "cache" / f"{image.key}-{image.signature()}"
+        npz, meta = base.with_suffix(".npz"), base.with_suffix(".json")
+        with self._predict_lock:
+            if npz.is_file() and meta.is_file():
+                with np.load(npz) as z:
+                    arrays = {k: z[k] for k in ("prob", "uncertainty", "label")}
+                return {**arrays, "summary": json.loads(meta.read_text(encoding="utf-8"))}
+            from segrefine.guidance import suggest
+            from segrefine.uncertainty import shared_predictor
+
+            volume = self.load(image) if volume is None else volume
+            pred = shared_predictor("mgnet")(volume.array)
+            ranked = suggest(pred.uncertainty, pred.label, prob=pred.prob, order="gain", axis=2)
+            summary = {"method": "mgnet", "uncertainty_kind": pred.uncertainty_kind, "axis": 2,
+                       "expected_errors": float(np.minimum(pred.prob, 1 - pred.prob).sum()),
+                       "total_uncertainty": float(pred.uncertainty.sum()),
+                       "order": ranked["order"], "budget_slices": ranked["budget_slices"],
+                       "slices": [{"index": s["index"], "expected_errors": s["expected_errors"],
+                                   "nu": s["nu"]} for s in ranked["slices"] if s["in_budget"]],
+                       "seconds": round(pred.seconds, 3), "shape": list(pred.label.shape)}
+            arrays = {"prob": pred.prob.astype(np.float32), "uncertainty": pred.uncertainty.astype(np.float32),
+                      "label": pred.label.astype(np.uint8)}
+            with io.atomic_path(npz) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+            with io.atomic_path(meta) as tmp:
+                tmp.write_text(json.dumps(summary), encoding="utf-8")
+            return {**arrays, "summary": summary}
