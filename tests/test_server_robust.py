@@ -272,13 +272,13 @@ def test_leftovers_of_a_killed_server_are_removed_at_start(shared, tmp_path):
     # what a kill -9 in the middle of an upload and of an atomic write leaves
     (workspace / ".tmp" / "0123456789abcdef").mkdir(parents=True)
     (workspace / ".tmp" / "0123456789abcdef" / "big.nii.gz").write_bytes(b"x" * 1000)
-    (workspace / sid / ".state.npz.abc123.npz").write_bytes(b"half")
-    (workspace / sid / "history" / ".000000.npz.x1.npz").write_bytes(b"half")
+    (workspace / sid / ".snapshot.npz.abc123.tmp").write_bytes(b"half")
+    (workspace / sid / ".maps-0123456789ab.npz.x1.tmp").write_bytes(b"half")
     with running_server(workspace, shared) as url, httpx.Client(base_url=url, timeout=60) as http:
         assert http.get(f"/api/sessions/{sid}").status_code == 200
         log = next(workspace.glob(f"server-{url.rsplit(':', 1)[1]}.log")).read_text()
     assert list((workspace / ".tmp").iterdir()) == []
-    assert not list((workspace / sid).glob(".*")) and not list((workspace / sid / "history").glob(".*"))
+    assert not list((workspace / sid).glob(".*"))
     assert "removed 3 temporary files left by an interrupted server" in log
 
 

@@ -14,17 +14,27 @@ Verbs (after nnInteractive's session, built around slices and suggestions)::
 Every verb returns a :class:`Change` (axis, slice index, the in-slice bounding box
 that changed) so a viewer redraws only that.
 
-Persistence: the folder holds ``meta.json`` (static: shape, axis, method),
-``image.nii.gz`` (the input, geometry kept), ``maps.npz`` (probability and
-uncertainty), ``state.npz`` (mask, scribbles, accepted slices, queue, undo
-pointer: written atomically after every change, so the session reopens exactly
-where it was) and ``history/NNNNNN.npz`` (the before/after slices of each
-action, written before ``state.npz`` points at them).
+Persistence (format ``segrefine-session/2``, docs/web.md): the folder holds
+``meta.json`` (static: shape, axis, method; written last at creation, so its
+presence means a complete session), ``image.nii.gz`` (the input, geometry kept),
+``maps-<token>.npz`` (probability and uncertainty), ``snapshot.npz`` (the whole
+state at a journal sequence number: mask and scribble volumes compressed, accepted
+slices, queue, undo pointer and the undo history's patches) and ``journal.log``
+(append-only: one record per verb after the snapshot, with the bounding-box
+patch of the slice it changed; see :mod:`segrefine.journal`). A verb returns
+after its record is fsync'ed, so a process killed at any moment loses nothing a
+caller was told; reopening loads the snapshot and replays the journal. When the
+journal passes :attr:`Session.compact_bytes` or :attr:`Session.compact_records`,
+a new snapshot is written and the journal starts empty (compaction). Sessions in
+the first format (``state.npz`` rewritten whole after each action) are converted
+when opened.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,11 +44,16 @@ import numpy as np
 from segrefine import io
 from segrefine.errors import InputError
 from segrefine.guidance import DEFAULT_ORDER, ORDERS, SuggestionQueue, suggest
+from segrefine.journal import Journal, fsync_file, write_durable
+from segrefine.persist import Patch, read_snapshot, read_v1, write_snapshot
 from segrefine.preprocess import normalise
 from segrefine.refine.slice import DEFAULT_PRESET, REFINE_METHODS, preset_params, refine_slice
 from segrefine.validate import image_map
 
-FORMAT = "segrefine-session/1"
+FORMAT = "segrefine-session/2"
+FORMAT_V1 = "segrefine-session/1"  # state.npz rewritten whole per action; converted on open
+#: the queue fields a verb can change (the order and expected errors are fixed at set_maps)
+QUEUE_MUTABLE = ("position", "streak", "stopped_early", "shown")
 
 
 @dataclass
@@ -56,22 +71,21 @@ class Change:
         return asdict(self)
 
 
-def _bbox(diff: np.ndarray) -> tuple[int, int, int, int] | None:
-    if not diff.any():
-        return None
-    rows = np.flatnonzero(diff.any(1))
-    cols = np.flatnonzero(diff.any(0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    """Uncompressed (compression cost ~15 ms per write on a 192x192x19 stack)."""
-    with io.atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+def updated(folder: Path) -> float:
+    """When the session in ``folder`` last changed (modification time of its newest state file)."""
+    times = [p.stat().st_mtime for p in (folder / "journal.log", folder / "snapshot.npz",
+                                          folder / "state.npz") if p.exists()]
+    if not times:
+        raise FileNotFoundError(f"{folder}: no session state")
+    return max(times)
 
 
 class Session:
     """An interactive refinement session persisted in ``folder`` (see module docstring)."""
+
+    #: compaction thresholds: a new snapshot once the journal holds this many bytes or records
+    compact_bytes = 32 * 2**20
+    compact_records = 2000
 
     def __init__(self, folder: Path, volume: io.Volume, meta: dict):
         self.folder = Path(folder)
@@ -87,8 +101,15 @@ class Session:
         self.accepted: list[int] = []
         self.queue: SuggestionQueue | None = None
         self.suggestions: dict | None = None
+        self.history: list[Patch] = []  # the undo history (history_len entries)
         self.history_len = 0  # actions on disk
         self.pointer = 0  # actions applied (undo moves it back)
+        self.seq = 0  # journal sequence number of the last persisted verb
+        self.maps_file: str | None = None
+        self.journal: Journal | None = None
+        self._records = 0  # journal records since the snapshot
+        #: what the last verb wrote: journal bytes and seconds, and the snapshot if it compacted
+        self.last_write = {"bytes": 0, "seconds": 0.0, "snapshot_bytes": 0, "snapshot_seconds": 0.0}
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -111,14 +132,13 @@ class Session:
         volume = io.load(image) if not isinstance(image, io.Volume) else image
         name = io.case_name(image) if not isinstance(image, io.Volume) else "image"
         io.check_writable_dir(folder)
-        (folder / "history").mkdir(exist_ok=True)
-        io.save(volume, folder / "image.nii.gz")
+        fsync_file(io.save(volume, folder / "image.nii.gz"))
         meta = {"format": FORMAT, "name": name, "shape": list(volume.shape), "axis": axis,
                 "method": method, "budget": budget, "preset": preset, "order": order, "spacing": list(volume.spacing),
                 "created": time.time()}
         session = cls(folder, volume, meta)
-        session._write_meta()
-        session._write_state()
+        session.compact()
+        session._write_meta()  # last: a folder with meta.json holds a whole session
         return session
 
     @classmethod
@@ -128,39 +148,117 @@ class Session:
         meta_path = folder / "meta.json"
         if not meta_path.exists():
             raise InputError(f"{folder}: no session here (meta.json missing)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") not in (FORMAT, FORMAT_V1):
             raise InputError(f"{folder}: not a segrefine session ({FORMAT} expected)")
         session = cls(folder, io.load(folder / "image.nii.gz"), meta)
-        if (folder / "maps.npz").exists():
-            with np.load(folder / "maps.npz") as maps:
+        if meta["format"] == FORMAT_V1:
+            mask, scribbles, state, history = read_v1(folder)
+            state["maps"] = "maps.npz" if (folder / "maps.npz").exists() else None
+        else:
+            mask, scribbles, state, history = read_snapshot(folder / "snapshot.npz", session.image.shape)
+        session.maps_file = state.get("maps")
+        if session.maps_file:
+            with np.load(folder / session.maps_file) as maps:
                 session.prob, session.uncertainty = maps["prob"], maps["uncertainty"]
             session._make_queue()
-        with np.load(folder / "state.npz") as st:
-            session.mask = st["mask"].copy()
-            session.scribbles = st["scribbles"].copy()
-            state = json.loads(str(st["state"]))
-        session.accepted = state["accepted"]
-        session.history_len, session.pointer = state["history_len"], state["pointer"]
-        if session.queue is not None and state.get("queue"):
-            q = state["queue"]
-            session.queue.order = q.get("order", session.queue.order)  # the ranking made at predict time
-            if q.get("expected") is not None:
-                session.queue.expected = q["expected"]
-            session.queue.position, session.queue.streak = q["position"], q["streak"]
-            session.queue.stopped_early, session.queue.shown = q["stopped_early"], q["shown"]
+        session.mask, session.scribbles, session.history = mask, scribbles, history
+        session.seq = int(state.get("seq", 0))
+        session._set_state(state)
+        if meta["format"] == FORMAT_V1:
+            session._convert_v1()
+            return session
+        journal = Journal.open(folder / "journal.log")
+        session._replay(journal)
+        journal.forget()
+        session.journal = journal
         return session
 
     # ------------------------------------------------------------------ persistence
     def _write_meta(self) -> None:
-        with io.atomic_path(self.folder / "meta.json") as tmp:
-            tmp.write_text(json.dumps(self.meta, indent=1))
+        write_durable(self.folder / "meta.json", json.dumps(self.meta, indent=1).encode("utf-8"))
 
-    def _write_state(self) -> None:
-        state = {"accepted": self.accepted, "history_len": self.history_len, "pointer": self.pointer,
-                 "queue": self.queue.state() if self.queue else None, "saved": time.time()}
-        _save_npz(self.folder / "state.npz", mask=self.mask, scribbles=self.scribbles,
-                  state=np.array(json.dumps(state)))
+    def _state(self, *, full: bool) -> dict:
+        """The state beside the volumes: whole in a snapshot, what verbs change in a record."""
+        queue = None
+        if self.queue is not None:
+            queue = self.queue.state()
+            if not full:
+                queue = {k: queue[k] for k in QUEUE_MUTABLE}
+        return {"accepted": list(self.accepted), "history_len": self.history_len,
+                "pointer": self.pointer, "queue": queue}
+
+    def _set_state(self, state: dict) -> None:
+        self.accepted = [int(k) for k in state["accepted"]]
+        self.history_len, self.pointer = int(state["history_len"]), int(state["pointer"])
+        q = state.get("queue")
+        if self.queue is not None and q:
+            if "order" in q:
+                self.queue.order = q["order"]  # the ranking made at predict time
+            if q.get("expected") is not None:
+                self.queue.expected = q["expected"]
+            self.queue.position, self.queue.streak = q["position"], q["streak"]
+            self.queue.stopped_early, self.queue.shown = q["stopped_early"], q["shown"]
+
+    def _log(self, op: str, payload: bytes = b"", **fields) -> None:
+        """Append one verb to the journal (on disk when this returns); compact past the limits."""
+        t0 = time.perf_counter()
+        header = {"seq": self.seq + 1, "op": op, **fields, "state": self._state(full=False)}
+        written = self.journal.append(header, payload)
+        self.seq += 1
+        self._records += 1
+        self.last_write = {"bytes": written, "seconds": time.perf_counter() - t0,
+                           "snapshot_bytes": 0, "snapshot_seconds": 0.0}
+        if self.journal.size > self.compact_bytes or self._records >= self.compact_records:
+            self.compact()
+
+    def _replay(self, journal: Journal) -> None:
+        """Apply the journal's records newer than the snapshot (older ones are left by a
+        compaction interrupted between writing the snapshot and starting the new journal)."""
+        for header, payload in journal.records:
+            seq = int(header["seq"])
+            if seq <= self.seq:
+                continue
+            if seq != self.seq + 1:
+                raise InputError(f"{journal.path}: record {seq} follows {self.seq} (records missing)")
+            op = header["op"]
+            if op == "action":
+                patch = Patch.from_header(header["patch"], payload)
+                patch.apply(*self._views(patch), "after")
+                self.history[int(header["entry"]):] = [patch]
+            elif op in ("undo", "redo"):
+                patch = self.history[int(header["entry"])]
+                patch.apply(*self._views(patch), "before" if op == "undo" else "after")
+            self._set_state(header["state"])
+            self.seq = seq
+            self._records += 1
+
+    def compact(self) -> None:
+        """Write a snapshot of the whole state and start an empty journal (durably, in that
+        order: a crash between the two leaves records the snapshot already holds)."""
+        t0 = time.perf_counter()
+        del self.history[self.history_len:]  # the redo tail past a new action is gone
+        state = {**self._state(full=True), "seq": self.seq, "maps": self.maps_file, "saved": time.time()}
+        size = write_snapshot(self.folder / "snapshot.npz", self.mask, self.scribbles, state, self.history)
+        if self.journal is not None:
+            self.journal.close()
+        self.journal = Journal.create(self.folder / "journal.log")
+        self._records = 0
+        self.last_write["snapshot_bytes"] = size
+        self.last_write["snapshot_seconds"] = time.perf_counter() - t0
+
+    def _convert_v1(self) -> None:
+        """Rewrite a first-format session as snapshot + journal, then drop its old files."""
+        self.compact()
+        self.meta["format"] = FORMAT
+        self._write_meta()
+        (self.folder / "state.npz").unlink(missing_ok=True)
+        shutil.rmtree(self.folder / "history", ignore_errors=True)
+
+    def close(self) -> None:
+        """Close the journal's file (the session stays on disk; open() brings it back)."""
+        if self.journal is not None:
+            self.journal.close()
 
     # ------------------------------------------------------------------ maps and suggestions
     @property
@@ -190,10 +288,15 @@ class Session:
         self.prob, self.uncertainty = prob, uncertainty
         self.mask = seg.astype(np.uint8)
         self.scribbles[:] = 0
-        self.accepted, self.history_len, self.pointer = [], 0, 0
-        _save_npz(self.folder / "maps.npz", prob=prob, uncertainty=uncertainty)
+        self.accepted, self.history_len, self.pointer, self.history = [], 0, 0, []
+        name = f"maps-{secrets.token_hex(6)}.npz"
+        write_durable(self.folder / name, writer=lambda fh: np.savez(fh, prob=prob, uncertainty=uncertainty))
+        self.maps_file = name
         self._make_queue()
-        self._write_state()
+        self.compact()  # the snapshot names the new maps: from now on they are the session's
+        for old in self.folder.glob("maps*.npz"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
         return Change("predict")
 
     def _make_queue(self) -> None:
@@ -210,14 +313,14 @@ class Session:
         """The next slice to check (None when the budget is used or the queue stopped early)."""
         self._require_maps()
         k = self.queue.next()
-        self._write_state()
+        self._log("state")
         return k
 
     def report(self, needed_refinement: bool) -> None:
         """Tell the queue whether the last suggested slice needed refinement (early stop)."""
         self._require_maps()
         self.queue.report(needed_refinement)
-        self._write_state()
+        self._log("state")
 
     # ------------------------------------------------------------------ slice access
     def _check_index(self, index: int, axis: int | None = None) -> int:
@@ -233,6 +336,10 @@ class Session:
         axis = self._check_index(index, axis)
         return np.moveaxis(array, axis, 0)[index]  # a view: writes go to the volume
 
+    def _views(self, patch: Patch) -> tuple[np.ndarray, np.ndarray]:
+        return (self._view(self.mask, patch.index, patch.axis),
+                self._view(self.scribbles, patch.index, patch.axis))
+
     def slice_mask(self, index: int, axis: int | None = None) -> np.ndarray:
         return self._view(self.mask, index, axis).copy()
 
@@ -241,16 +348,13 @@ class Session:
 
     # ------------------------------------------------------------------ actions
     def _record(self, kind: str, index: int, axis: int, before_mask, before_scr, t0: float) -> Change:
-        after_mask = self._view(self.mask, index, axis)
-        after_scr = self._view(self.scribbles, index, axis)
-        self.history_len = self.pointer + 1  # a new action drops the redo tail
-        _save_npz(self.folder / "history" / f"{self.pointer:06d}.npz", axis=axis, index=index,
-                  kind=np.array(kind), mask_before=before_mask, mask_after=after_mask.copy(),
-                  scr_before=before_scr, scr_after=after_scr.copy())
-        self.pointer += 1
-        self._write_state()
-        diff = (before_mask != after_mask) | (before_scr != after_scr)
-        return Change(kind, axis, index, _bbox(diff), time.perf_counter() - t0)
+        patch = Patch.make(kind, axis, index, before_mask, self._view(self.mask, index, axis),
+                           before_scr, self._view(self.scribbles, index, axis))
+        entry = self.pointer
+        self.history[entry:] = [patch]  # a new action drops the redo tail
+        self.history_len = self.pointer = entry + 1
+        self._log("action", patch.data, entry=entry, patch=patch.header())
+        return Change(kind, axis, index, patch.bbox, time.perf_counter() - t0)
 
     def add_scribble(self, index: int, points, label: int, *, axis: int | None = None,
                      radius: int = 0) -> Change:
@@ -317,16 +421,11 @@ class Session:
 
     def _step(self, entry: int, which: str, move: int, kind: str) -> Change:
         t0 = time.perf_counter()
-        with np.load(self.folder / "history" / f"{entry:06d}.npz") as h:
-            axis, index = int(h["axis"]), int(h["index"])
-            mask_view = self._view(self.mask, index, axis)
-            scr_view = self._view(self.scribbles, index, axis)
-            diff = (mask_view != h[f"mask_{which}"]) | (scr_view != h[f"scr_{which}"])
-            mask_view[:] = h[f"mask_{which}"]
-            scr_view[:] = h[f"scr_{which}"]
+        patch = self.history[entry]
+        patch.apply(*self._views(patch), which)
         self.pointer += move
-        self._write_state()
-        return Change(kind, axis, index, _bbox(diff), time.perf_counter() - t0)
+        self._log(kind, entry=entry)
+        return Change(kind, patch.axis, patch.index, patch.bbox, time.perf_counter() - t0)
 
     def accept(self, index: int, *, needed_refinement: bool | None = None) -> Change:
         """Mark slice ``index`` (along the session axis) as checked; feeds the early stop."""
@@ -335,7 +434,7 @@ class Session:
             self.accepted.append(int(index))
         if needed_refinement is not None and self.queue is not None:
             self.queue.report(needed_refinement)
-        self._write_state()
+        self._log("state")
         return Change("accept", self.axis, index)
 
     def save_mask(self, path: str | Path) -> Path:

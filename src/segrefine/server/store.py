@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from segrefine import io
-from segrefine.session import Session
+from segrefine.session import Session, updated
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,16 @@ class SessionStore:
                 with self._guard:
                     self._open[session_id] = session
                 log.info("reopened session %s from disk", session_id)
-            yield session
+            try:
+                yield session
+            except (OSError, MemoryError):
+                # a write that failed (disk full, ...) may leave memory ahead of the disk:
+                # the next request reopens the session from what was persisted
+                with self._guard:
+                    if self._open.get(session_id) is session:
+                        del self._open[session_id]
+                session.close()
+                raise
         self._evict()
 
     def create(self, image, *, axis: int, method: str, budget: float,
@@ -174,7 +183,9 @@ class SessionStore:
             if not (folder / "meta.json").is_file():
                 raise UnknownSession(session_id)
             with self._guard:
-                self._open.pop(session_id, None)
+                session = self._open.pop(session_id, None)
+            if session is not None:
+                session.close()
             trash = self.scratch()
             folder.rename(trash / session_id)
             shutil.rmtree(trash, ignore_errors=True)
@@ -192,7 +203,7 @@ class SessionStore:
                 lock = self._locks.setdefault(session_id, threading.Lock())
                 if lock.acquire(blocking=False):  # never close a session in use
                     try:
-                        del self._open[session_id]
+                        self._open.pop(session_id).close()
                     finally:
                         lock.release()
 
@@ -203,13 +214,12 @@ class SessionStore:
         for folder in self.workspace.iterdir():
             if not (folder.is_dir() and valid_id(folder.name)):
                 continue
-            meta_path, state_path = folder / "meta.json", folder / "state.npz"
             try:
-                meta = json.loads(meta_path.read_text())
-                updated = state_path.stat().st_mtime
+                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+                changed = updated(folder)
             except (OSError, ValueError):
                 continue  # half-written or foreign folder: not a session
             out.append({"id": folder.name, "name": str(meta.get("name", "")),
                         "shape": tuple(meta["shape"]), "created": float(meta.get("created", 0.0)),
-                        "updated": updated})
+                        "updated": changed})
         return sorted(out, key=lambda s: -s["updated"])
