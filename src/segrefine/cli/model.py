@@ -111,18 +111,28 @@ def predict(
     samples: int = typer.Option(10, "--samples", help="MC dropout passes T (10 or 20)."),
     axis: int = typer.Option(2, help="Slice axis (0, 1 or 2)."),
     uncertainty: str = typer.Option("variance", help="variance | entropy (bits)."),
+    format: str = typer.Option("nifti", "--format", help="nifti | dicom-seg (input: a DICOM series folder)."),
+    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    split: str | None = typer.Option(None, "--split", help=SPLIT_HELP),
 ):
-    """Segment with uncertainty: writes <case>.nii.gz, <case>_prob.nii.gz, <case>_uncertainty.nii.gz.
+    """Segment with uncertainty: writes <case>.nii.gz, <case>_prob.nii.gz, <case>_uncertainty.nii.gz,
+    or with --format dicom-seg a DICOM SEG <case>_seg.dcm referencing the input series.
 
+    With --workers or --scheduler, -i may also be a list file (.txt) or a Decathlon dataset (docs/cohort.md).
     Example: segrefine predict -i ../shared/data/fetal_stacks/images -o out --method mgnet
     """
-    from segrefine.io import check_writable_dir, list_images
-    from segrefine.predict import load_inputs, predict_files
-    from segrefine.uncertainty import Predictor
+    if cohort_mode(workers, scheduler, overwrite=overwrite, split=split):
+        from segrefine.nets.checkpoint import model_path
 
-    volumes = load_inputs(list_images(input))
-    predictor = Predictor(method, models=model, passes=samples, axis=axis, uncertainty=uncertainty)
-    check_writable_dir(output)
+        if format != "nifti":
+            raise InputError("--format dicom-seg writes one series; it does not go with --workers / --scheduler")
+        options = {"method": method, "models": [str(model_path(m)) for m in model or []], "samples": samples,
+                   "axis": axis, "uncertainty": uncertainty}
+        run_cohort_cli("predict", input, output, options, workers=workers, scheduler=scheduler,
+                       overwrite=overwrite, split=split)
+        return
     with progress_bar() as bar:
         task = bar.add_task(f"predict ({method})", total=len(volumes))
         records = predict_files(volumes, output, predictor, on_case=lambda c, p: bar.advance(task))
