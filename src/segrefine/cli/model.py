@@ -112,26 +112,33 @@ def predict(
     axis: int = typer.Option(2, help="Slice axis (0, 1 or 2)."),
     uncertainty: str = typer.Option("variance", help="variance | entropy (bits)."),
     format: str = typer.Option("nifti", "--format", help="nifti | dicom-seg (input: a DICOM series folder)."),
-    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP),
-    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-    split: str | None = typer.Option(None, "--split", help=SPLIT_HELP),
 ):
     """Segment with uncertainty: writes <case>.nii.gz, <case>_prob.nii.gz, <case>_uncertainty.nii.gz,
     or with --format dicom-seg a DICOM SEG <case>_seg.dcm referencing the input series.
 
-    With --workers or --scheduler, -i may also be a list file (.txt) or a Decathlon dataset (docs/cohort.md).
     Example: segrefine predict -i ../shared/data/fetal_stacks/images -o out --method mgnet
     """
-    if cohort_mode(workers, scheduler, overwrite=overwrite, split=split):
-        from segrefine.nets.checkpoint import model_path
+    from segrefine.dicomseg import is_dicom_series
+    from segrefine.io import check_writable_dir, list_images
+    from segrefine.predict import load_inputs, predict_files
+    from segrefine.uncertainty import Predictor
 
-        if format != "nifti":
-            raise InputError("--format dicom-seg writes one series; it does not go with --workers / --scheduler")
-        options = {"method": method, "models": [str(model_path(m)) for m in model or []], "samples": samples,
-                   "axis": axis, "uncertainty": uncertainty}
-        run_cohort_cli("predict", input, output, options, workers=workers, scheduler=scheduler,
-                       overwrite=overwrite, split=split)
+    if format not in ("nifti", "dicom-seg"):
+        raise InputError(f"--format must be nifti or dicom-seg, got {format!r}")
+    if format == "dicom-seg" and not is_dicom_series(input):
+        raise InputError(f"{input}: --format dicom-seg needs a DICOM series folder as --input")
+    volumes = load_inputs([input] if is_dicom_series(input) else list_images(input))
+    predictor = Predictor(method, models=model, passes=samples, axis=axis, uncertainty=uncertainty)
+    check_writable_dir(output)
+    if format == "dicom-seg":
+        from segrefine.dicomseg import model_labels, write_seg
+
+        (path, volume), = volumes
+        pred = predictor(volume.array)
+        seg = write_seg(pred.label, path, output / f"{path.name}_seg.dcm", label_names=model_labels(
+            model[0] if model else None), algorithm=f"segrefine {method}")
+        console.print(f"{path.name}: {pred.seconds:.2f} s, {int((pred.label > 0).sum())} foreground "
+                      f"voxels -> {seg}")
         return
     with progress_bar() as bar:
         task = bar.add_task(f"predict ({method})", total=len(volumes))
