@@ -186,10 +186,12 @@ class Datastore:
     def add_image(self, image_id: str | None, stream, filename: str, scratch: Path, params: dict) -> Image:
         """Store an uploaded image under ``image_id`` (default: the file's case name); an
         upload with an existing upload's id replaces that image (its labels stay)."""
+        if image_id is not None:
+            check_id(image_id)  # before any byte is stored
         dest = uploads.receive(stream, filename, scratch, max_voxels=self.max_voxels)
-        volume = uploads.load_received(dest, filename)
-        if volume.ndim != 3:
-            raise InputError(f"{filename}: expected a 3D image, got shape {volume.shape}")
+        array = uploads.load_received(dest, filename)
+        if array.ndim != 3:
+            raise InputError(f"{filename}: expected a 3D image, got shape {array.shape}")
         image_id = check_id(image_id or io.case_name(dest.name))
         if any(im.id == image_id for im in self._root_images()):
             raise Conflict(f"image id {image_id!r} is an image of the data root (read only); "

@@ -105,10 +105,10 @@ def _params(text: str | None, shown: str = "params") -> dict:
 
 
 async def _read_body(request: Request) -> tuple[dict, dict]:
-    """``(params, files)`` of a multipart form (``params`` field and file parts), of a JSON
-    body (the params themselves) or of an empty body."""
+    """``(params, files)`` of a form (a ``params`` field and file parts), of a JSON body (the
+    params themselves) or of an empty body."""
     kind = request.headers.get("content-type", "")
-    if kind.startswith("multipart/form-data"):
+    if kind.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form()
         params = _params(form.get("params") if isinstance(form.get("params"), str) else None)
         files = {k: v for k, v in form.items() if not isinstance(v, str)}
