@@ -195,5 +195,10 @@ def test_dicom_series_in_the_datastore_and_dicom_seg_out(served, tmp_path):
         assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom.dcmread(
             next(series.glob("*.dcm"))).SeriesInstanceUID
 
+        # OHIF names the image by its SeriesInstanceUID
+        uid = str(pydicom.dcmread(next(series.glob("*.dcm"))).SeriesInstanceUID)
+        r = http.post("/infer/segmentation", params={"image": uid, "output": "json"})
+        assert r.status_code == 200 and r.json()["image"] == "series/hippo7"
+
         r = http.post("/infer/segmentation", params={"image": "imagesTr/hippocampus_004", "output": "dicom_seg"})
         assert r.status_code == 400 and "not a DICOM series" in r.json()["detail"]

@@ -159,7 +159,8 @@ class Datastore:
         return out
 
     def images(self) -> dict[str, Image]:
-        """Every image by id (data root first, then uploads)."""
+        """Every image by id (data root first, then uploads); a DICOM series is also found by its
+        SeriesInstanceUID (:meth:`get`)."""
         found = {im.id: im for im in self._root_images()}
         for im in self._uploads():
             found.setdefault(im.id, im)
@@ -170,9 +171,28 @@ class Datastore:
             found = next((im for im in self._root_images() if im.id == image_id), None)
         else:
             found = self.images().get(image_id)
+        if found is None and re.fullmatch(r"[0-9.]{3,64}", image_id or ""):
+            found = self._by_series_uid(image_id)
         if found is None:
             raise UnknownImage(f"no image with id {str(image_id)[:120]!r} in the datastore")
         return found
+
+    def _by_series_uid(self, uid: str) -> Image | None:
+        """The DICOM series of the data root whose SeriesInstanceUID is ``uid`` (OHIF names
+        images by their series UID)."""
+        import pydicom
+
+        for im in self._root_images():
+            if im.kind != "dicom":
+                continue
+            first = next((p for p in sorted(im.path.iterdir()) if p.name.lower().endswith((".dcm", ".dicom"))), None)
+            try:
+                ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            except Exception:  # an unreadable file: not this series
+                continue
+            if str(ds.get("SeriesInstanceUID", "")) == uid:
+                return im
+        return None
 
     def load(self, image: Image) -> io.Volume:
         """The image's volume, its header checked against the voxel cap first."""
