@@ -30,9 +30,13 @@ setup: $(STAMP) $(WEB_STAMP)
 
 # the non-interactive demo (Dice, outputs, PNG), then the web app on the same data;
 # NO_SERVE=1 stops after the first part
+# the web app serves what the demo ran on: INPUT's folder, the shared data (hippocampus model),
+# or without them the generated phantom with the phantom model (segrefine.paths decides, as in the demo)
+SHARED_DATA = $(shell $(BIN)/python -c "from segrefine.paths import shared_data_dir as d; print(d() or '')")
+DEMO_SERVE = --data-root $(or $(DATA_ROOT),$(if $(INPUT),$(dir $(abspath $(INPUT))),$(or $(SHARED_DATA),$(OUT)/sample --model phantom)))
 demo: setup
 	$(BIN)/segrefine demo $(if $(INPUT),--input $(INPUT),) --out $(OUT)
-	@if [ -z "$(NO_SERVE)" ]; then $(BIN)/segrefine serve --data-root $(or $(DATA_ROOT),$(if $(INPUT),$(dir $(abspath $(INPUT))),$(shell [ -d ../shared/data ] && echo ../shared/data || echo $(OUT)/sample))); fi
+	@if [ -z "$(NO_SERVE)" ]; then $(BIN)/segrefine serve $(DEMO_SERVE); fi
 
 serve: setup
 	$(BIN)/segrefine serve

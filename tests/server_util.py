@@ -50,8 +50,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(workspace: Path, data_root: Path | None, *, timeout: float = 60.0):
-    """``segrefine.server.serve`` in a subprocess on a free loopback port.
+def running_server(workspace: Path, data_root: Path | None, *, timeout: float = 60.0,
+                   model: str | None = None):
+    """``segrefine.server.serve`` in a subprocess on a free loopback port (``model``: the
+    MG-Net of "Run MG-Net", a path or shipped name; None: the default).
 
     Yields a :class:`Server` (the base URL, with the process as ``.proc``); the
     process is killed (SIGKILL, like a crash) when the block ends.
@@ -59,13 +61,13 @@ def running_server(workspace: Path, data_root: Path | None, *, timeout: float = 
     port = free_port()
     code = ("import sys; from pathlib import Path; from segrefine.server import serve; "
             "serve(data_root=Path(sys.argv[1]) if sys.argv[1] else None, "
-            "workspace=Path(sys.argv[2]), port=int(sys.argv[3]))")
+            "workspace=Path(sys.argv[2]), port=int(sys.argv[3]), model=sys.argv[4] or None)")
     log_path = Path(workspace) / f"server-{port}.log"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", code, str(data_root or ""), str(workspace),
-                                 str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                 str(port), model or ""], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         deadline = time.monotonic() + timeout
         try:
             while True:

@@ -66,6 +66,7 @@ class Change:
     index: int | None = None
     bbox: tuple[int, int, int, int] | None = None
     seconds: float = 0.0
+    warning: str | None = None  # predict: how the image differs from the model's training data
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -271,13 +272,18 @@ class Session:
         return tuple(float(s) for i, s in enumerate(sp) if i != self.axis)
 
     def predict(self, *, model: str | Path | None = None) -> Change:
-        """Run the shipped MG-Net (or a given checkpoint) for the initial mask and maps."""
+        """Run the shipped MG-Net (or a given checkpoint) for the initial mask and maps; the
+        change's ``warning`` says how the image differs from the model's training data (card)."""
+        from segrefine.nets.card import model_warning
         from segrefine.uncertainty import shared_predictor
 
         start = time.perf_counter()
-        pred = shared_predictor("mgnet", str(model) if model else None, self.axis)(self.image)
+        predictor = shared_predictor("mgnet", str(model) if model else None, self.axis)
+        warning = model_warning(predictor.nets[0], self.volume, self.axis, what=self.meta["name"])
+        pred = predictor(self.image)
         change = self.set_maps(pred.prob, pred.uncertainty, pred.label)
         change.seconds = time.perf_counter() - start
+        change.warning = warning
         return change
 
     def set_maps(self, prob: np.ndarray, uncertainty: np.ndarray, segmentation: np.ndarray | None = None) -> Change:

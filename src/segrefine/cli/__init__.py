@@ -2,7 +2,8 @@
 
 This module holds the app and the helpers every command uses; the commands
 live in ``model`` (train, predict, evaluate, demo, serve), ``review`` (refine,
-refine-gcn, suggest, simulate) and ``bench`` (the benchmarks), imported at the
+refine-gcn, suggest, simulate), ``cards`` (models, card, phantom-dataset) and
+``bench`` (the benchmarks), imported at the
 end so that they register on ``app``.
 """
 
@@ -76,5 +77,5 @@ def main():  # pragma: no cover
 
 
 # the commands register themselves on ``app`` when imported
-from segrefine.cli import bench, model, review  # noqa: F401
+from segrefine.cli import bench, cards, model, review  # noqa: F401
 from segrefine.cli.review import refine_gcn_cmd  # noqa: F401

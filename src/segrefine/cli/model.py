@@ -41,6 +41,8 @@ def train(
     up_activation: bool | None = typer.Option(None, "--up-activation/--no-up-activation",
                                                  help="MG-Net ablation: leaky ReLU after the transposed "
                                                       "convolutions (published: on)."),
+    preset: str = typer.Option("default", help="Refinement preset recorded in the model card "
+                                                  "(default, paper or hippocampus)."),
 ):
     """Train a U-Net or MG-Net on CPU.
 
@@ -75,13 +77,18 @@ def train(
     if net_options and arch != "mgnet":
         raise InputError("--dropout-at, --dropout, --norm, --head-kernel, --channels and --up-activation "
                          "apply to --arch mgnet only")
+    from segrefine.refine.slice import PRESETS
+
+    if preset not in PRESETS:
+        raise InputError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     tr = split_cases(dataset, train_split, splits)
     va = split_cases(dataset, val_split, splits)
+    card = _train_card(dataset, tr, arch=arch, preset=preset, multiclass=multiclass, val_split=val_split)
     if arch == "rnet":
         from segrefine.refine.rnet import train_rnet
 
         summary = train_rnet(tr, va, out, epochs=epochs, iterations=iterations, batch_size=batch_size,
-                             lr=lr, seed=seed, log=console.print)
+                             lr=lr, seed=seed, log=console.print, card=card)
         console.print(f"best val slice Dice {summary['best_val_slice_dice']:.4f} -> {out}")
         return
     cfg = TrainConfig(arch=arch, epochs=epochs, iterations_per_epoch=iterations, batch_size=batch_size,
@@ -97,8 +104,22 @@ def train(
                 bar.console.print(f"epoch {record['epoch']:3d}  loss {record['loss']:.4f}  "
                                   f"val Dice {record['val_dice']:.4f}  {record['seconds']:.0f} s")
 
-        summary = run_train(tr, va, out, cfg, progress=on_progress)
+        summary = run_train(tr, va, out, cfg, progress=on_progress, card=card)
     console.print(f"best val Dice {summary['best_val_dice']:.4f} at epoch {summary['best_epoch']} -> {out}")
+
+
+def _train_card(dataset: Path, cases, *, arch: str, preset: str, multiclass: bool, val_split: str) -> dict:
+    """The model card of a training run: dataset.json, the training cases' profile, this command."""
+    import shlex
+    import sys
+
+    from segrefine.nets.card import build_card
+
+    metric = ("slice Dice of the refined error slices" if arch == "rnet"
+              else "whole-volume Dice (mean of the heads > 0.5)")
+    return build_card(dataset, cases, axis=2, arch=arch, preset=preset, multiclass=multiclass,
+                      command=shlex.join(["segrefine", *sys.argv[1:]]), val_split=val_split,
+                      val_metric=metric)
 
 
 @app.command()
@@ -107,7 +128,8 @@ def predict(
     input: Path = typer.Option(..., "-i", "--input", help="Image file or folder of images."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
     method: str = typer.Option("mgnet", help="mgnet | unet | mcdropout | ensemble."),
-    model: list[Path] | None = typer.Option(None, "--model", help="Checkpoint(s); default: the shipped model."),
+    model: list[Path] | None = typer.Option(None, "--model", help="Checkpoint(s) or a shipped model's name "
+                                                                 "(segrefine models); default: the shipped model."),
     samples: int = typer.Option(10, "--samples", help="MC dropout passes T (10 or 20)."),
     axis: int = typer.Option(2, help="Slice axis (0, 1 or 2)."),
     uncertainty: str = typer.Option("variance", help="variance | entropy (bits)."),
@@ -128,7 +150,12 @@ def predict(
     if format == "dicom-seg" and not is_dicom_series(input):
         raise InputError(f"{input}: --format dicom-seg needs a DICOM series folder as --input")
     volumes = load_inputs([input] if is_dicom_series(input) else list_images(input))
-    predictor = Predictor(method, models=model, passes=samples, axis=axis, uncertainty=uncertainty)
+    from segrefine.cli.cards import warn_if_unlike
+    from segrefine.nets.checkpoint import model_path
+
+    predictor = Predictor(method, models=[model_path(m) for m in model] if model else None, passes=samples,
+                          axis=axis, uncertainty=uncertainty)
+    warn_if_unlike(predictor, volumes, axis)
     check_writable_dir(output)
     if format == "dicom-seg":
         from segrefine.dicomseg import model_labels, write_seg
@@ -184,11 +211,14 @@ def demo(
     labels: Path | None = typer.Option(None, "--labels", help="Reference labels for --input (optional)."),
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder."),
     cases: int = typer.Option(4, help="Number of shared hippocampus test cases."),
+    model: str | None = typer.Option(None, "--model", help="Checkpoint or shipped model name (default: "
+                                                           "mgnet with the shared data or --input, "
+                                                           "phantom without)."),
 ):
-    """Predict with the shipped MG-Net, print Dice where labels exist, write outputs and a PNG."""
+    """Predict with a shipped MG-Net, print Dice where labels exist, write outputs and a PNG."""
     from segrefine.demo import run_demo
 
-    run_demo(input=input, labels=labels, out=out, n_cases=cases, console=Console())
+    run_demo(input=input, labels=labels, out=out, n_cases=cases, console=Console(), model=model)
 
 
 
@@ -200,6 +230,9 @@ def serve(
     workspace: Path = typer.Option(Path("workspace"), "--workspace", help="Where sessions are persisted."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, help="Port."),
+    model: str | None = typer.Option(None, "--model", help="MG-Net checkpoint that 'Run MG-Net' uses: a "
+                                                           "path or a shipped model's name (segrefine "
+                                                           "models), e.g. phantom; default: mgnet."),
 ):
     """Start the web app (FastAPI + NiiVue viewer) and print the address to open.
 
@@ -214,7 +247,8 @@ def serve(
     if data_root is not None and not Path(data_root).is_dir():
         raise InputError(f"--data-root {data_root}: not a folder")
     check_writable_dir(workspace)
-    console.print(f"segrefine web app: open http://{host}:{port}/  (data root: {data_root}, "
-                  f"sessions in {workspace}; Ctrl+C to stop)")
-    run_server(data_root=Path(data_root) if data_root else None, workspace=workspace, host=host, port=port)
+    console.print(f"segrefine web app: open http://{host}:{port}/  (model: {model or 'mgnet'}, "
+                  f"data root: {data_root}, sessions in {workspace}; Ctrl+C to stop)")
+    run_server(data_root=Path(data_root) if data_root else None, workspace=workspace, host=host, port=port,
+               model=model)
 

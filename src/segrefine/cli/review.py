@@ -116,6 +116,10 @@ def refine_gcn_cmd(
     volumes = [(f, io.load(f)) for f in files]
     out_dir = io.check_writable_dir(output)
     predictor = None if external else Predictor("mcdropout", models=[model] if model else None, passes=samples)
+    if predictor is not None:
+        from segrefine.cli.cards import warn_if_unlike
+
+        warn_if_unlike(predictor, volumes, predictor.axis)
     for path, vol in volumes:
         kw = {}
         if samples_file is not None:
@@ -194,7 +198,11 @@ def suggest(
     if prob is None:
         from segrefine.uncertainty import Predictor
 
-        pred = Predictor("mgnet", axis=axis)(vol.array)
+        from segrefine.cli.cards import warn_if_unlike
+
+        predictor = Predictor("mgnet", axis=axis)
+        warn_if_unlike(predictor, [(input, vol)], axis)
+        pred = predictor(vol.array)
         p, u, y = pred.prob, pred.uncertainty, pred.label
     else:
         p = _load_like(prob, vol, "--prob", unit_interval=True)

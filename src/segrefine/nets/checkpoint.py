@@ -2,8 +2,10 @@
 
 A checkpoint is a ``torch.save`` dict: ``format`` (``"segrefine-net/1"``),
 ``config`` (:class:`NetConfig` as a dict), ``state_dict`` (fp16 floating
-tensors, to keep the shipped models small), and ``summary`` (training settings
-and history). Loading needs nothing else.
+tensors, to keep the shipped models small), ``summary`` (training settings
+and history) and ``card`` (the model card, :mod:`segrefine.nets.card`; absent
+in checkpoints written before cards existed: :func:`write_card` adds one).
+Loading needs nothing else.
 """
 
 from __future__ import annotations
@@ -20,12 +22,25 @@ from segrefine.nets.segnet import NetConfig, GroupedUNet
 FORMAT = "segrefine-net/1"
 
 
-def save_checkpoint(net: GroupedUNet, path: str | Path, summary: dict | None = None) -> Path:
+def save_checkpoint(net: GroupedUNet, path: str | Path, summary: dict | None = None,
+                    card: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
     payload = {"format": FORMAT, "config": net.config.to_dict(), "state_dict": state,
                "summary": summary or {}}
+    if card is not None:
+        payload["card"] = card
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def write_card(path: str | Path, card: dict) -> Path:
+    """Store ``card`` in an existing checkpoint (weights, configuration and summary unchanged)."""
+    path = Path(path)
+    payload = read_checkpoint(path)
+    payload["card"] = card
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
@@ -59,14 +74,28 @@ def load_network(path: str | Path, *, arch: str | None = None) -> GroupedUNet:
                          f"({str(exc).splitlines()[0]})") from None
     net.eval()
     net.summary = payload.get("summary", {})
+    net.card = payload.get("card")
+    net.source = str(path)
     return net
 
 
-SHIPPED = {"mgnet": "mgnet_hippocampus.pt", "unet": "unet_hippocampus.pt", "rnet": "rnet_hippocampus.pt"}
+#: the models shipped inside the package, by short name; ``mgnet``, ``unet`` and ``rnet`` are
+#: the hippocampus defaults, ``phantom`` the MG-Net of the no-shared-data demo
+SHIPPED = {"mgnet": "mgnet_hippocampus.pt", "unet": "unet_hippocampus.pt", "rnet": "rnet_hippocampus.pt",
+           "phantom": "mgnet_phantom.pt"}
+
+
+def model_path(model: str | Path) -> Path:
+    """A checkpoint path, or the shipped model of that short name (``phantom``, ...) when no
+    such file exists."""
+    path = Path(model)
+    if not path.exists() and str(model) in SHIPPED:
+        return shipped_model(str(model))
+    return path
 
 
 def shipped_model(name: str) -> Path:
-    """Path of a model shipped inside the package (``mgnet``, ``unet`` or ``rnet``)."""
+    """Path of a model shipped inside the package (a key of :data:`SHIPPED`)."""
     if name not in SHIPPED:
         raise InputError(f"no shipped model named {name!r} (have {', '.join(SHIPPED)})")
     path = Path(str(resources.files("segrefine") / "models" / SHIPPED[name]))

@@ -21,6 +21,7 @@ import torch
 from segrefine import io
 from segrefine.datasets import Case
 from segrefine.metrics import dice
+from segrefine.nets.card import with_val_dice
 from segrefine.nets.checkpoint import save_checkpoint
 from segrefine.nets.segnet import NetConfig, GroupedUNet, mgnet_config, unet_config
 from segrefine.preprocess import normalise, pad_to_multiple, to_slices
@@ -124,10 +125,12 @@ def validate(net: GroupedUNet, cases_slices, axis: int) -> float:
 
 
 def train(train_cases: list[Case], val_cases: list[Case], out: str | Path, cfg: TrainConfig,
-          *, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+          *, progress: Callable[[int, int, dict], None] | None = None, card: dict | None = None) -> dict:
     """Train a network and save the best checkpoint (by validation Dice) to ``out``.
 
-    Returns the training summary stored in the checkpoint.
+    Returns the training summary stored in the checkpoint. ``card`` (from
+    :func:`segrefine.nets.card.build_card`) is stored with every saved checkpoint,
+    with its ``val_dice`` filled in.
     """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -181,5 +184,6 @@ def train(train_cases: list[Case], val_cases: list[Case], out: str | Path, cfg: 
             summary = {"train": {**asdict(cfg), "patch": list(cfg.patch)},
                        "history": history, "best_epoch": epoch + 1, "best_val_dice": best,
                        "train_cases": len(train_cases), "val_cases": len(val_cases)}
-            save_checkpoint(net, out, summary)
+            params = sum(p.numel() for p in net.parameters())
+            save_checkpoint(net, out, summary, card=with_val_dice(card, best, params))
     return summary

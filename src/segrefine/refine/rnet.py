@@ -122,9 +122,12 @@ def training_slices(cases, *, axis: int = 2, seed: int = 0, log=print):
 
 
 def train_rnet(train_cases, val_cases, out: Path, *, epochs: int = 10, iterations: int = 100,
-               batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log=print) -> dict:
-    """Train R-Net on simulated interactions and save the checkpoint with the best val Dice."""
+               batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log=print,
+               card: dict | None = None) -> dict:
+    """Train R-Net on simulated interactions and save the checkpoint with the best val Dice
+    (with ``card``, its val Dice filled in, when given)."""
     from segrefine.metrics import dice
+    from segrefine.nets.card import with_val_dice
     from segrefine.nets.checkpoint import save_checkpoint
     from segrefine.nets.train import dice_loss
 
@@ -192,5 +195,6 @@ def train_rnet(train_cases, val_cases, out: Path, *, epochs: int = 10, iteration
             summary = {"train": {"epochs": epochs, "iterations_per_epoch": iterations, "batch_size": batch_size,
                                  "lr": lr, "seed": seed, "canvas": [ph, pw]},
                        "history": history, "best_val_slice_dice": best, "train_slices": len(xs)}
-            save_checkpoint(net, out, summary)
+            save_checkpoint(net, out, summary,
+                            card=with_val_dice(card, best, sum(p.numel() for p in net.parameters())))
     return summary

@@ -195,7 +195,7 @@ def _validation_message(errors) -> str:
 def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 256,
              max_json_mb: float = 16, max_voxels: int | None = None,
              max_open_sessions: int = 16, web_dir: Path | None = None,
-             allowed_hosts: list[str] | None = None) -> FastAPI:
+             allowed_hosts: list[str] | None = None, model: str | Path | None = None) -> FastAPI:
     """Build the app.
 
     Parameters
@@ -217,6 +217,9 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
         default: :func:`default_web_dir` (the installed wheel's copy, else the repository's ``web/``).
     allowed_hosts : list of str or None
         Host names the server answers to (None: any); :func:`serve` sets the loopback names.
+    model : str, Path or None
+        The MG-Net checkpoint "Run MG-Net" uses (a path or a shipped model's short name,
+        e.g. ``phantom``); None: the shipped hippocampus MG-Net.
     """
     if data_root is not None:
         data_root = Path(data_root).resolve()
@@ -229,6 +232,7 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
     app.state.store = SessionStore(Path(workspace), max_open=max_open_sessions)
     app.state.data_root = data_root
     app.state.max_voxels = io.voxel_cap(max_voxels)
+    app.state.model = _checked_model(model)
 
     @app.exception_handler(io.ImageTooLarge)
     async def _too_large(request: Request, exc: io.ImageTooLarge):
@@ -317,13 +321,35 @@ def warm_up() -> float:
     return time.perf_counter() - t0
 
 
-def _warm_up_in_background() -> threading.Thread:
+def _checked_model(model: str | Path | None) -> str | None:
+    """The path of ``model`` (a shipped short name resolved), checked to hold an MG-Net."""
+    if model is None:
+        return None
+    from segrefine.nets.checkpoint import model_path, read_checkpoint
+
+    path = model_path(model)
+    arch = read_checkpoint(path)["config"]["arch"]
+    if arch != "mgnet":
+        raise InputError(f"{path}: holds a {arch} network; the web app runs an MG-Net")
+    return str(path)
+
+
+def _warm_up_in_background(model: str | None = None) -> threading.Thread:
     def run():
         try:
             log.warning("refinement warm-up done in %.1f s", warm_up())
             from segrefine.uncertainty import warm_up as warm_up_mgnet
 
-            log.warning("MG-Net warm-up done in %.1f s", warm_up_mgnet())
+            if model is None:
+                log.warning("MG-Net warm-up done in %.1f s", warm_up_mgnet())
+            else:
+                import numpy as np
+
+                from segrefine.uncertainty import shared_predictor
+
+                t0 = time.perf_counter()
+                shared_predictor("mgnet", model, 2)(np.zeros((64, 64, 2), np.float32))
+                log.warning("MG-Net (%s) warm-up done in %.1f s", model, time.perf_counter() - t0)
         except Exception:  # a warm-up failure must not stop the server; the first stroke pays
             log.exception("refinement warm-up failed")
 
@@ -333,7 +359,7 @@ def _warm_up_in_background() -> threading.Thread:
 
 
 def serve(*, data_root: Path | None, workspace: Path, host: str = "127.0.0.1",
-          port: int = 8000, warm: bool = True) -> None:
+          port: int = 8000, warm: bool = True, model: str | Path | None = None) -> None:
     """Run the app with uvicorn until interrupted (``segrefine serve``); with ``warm`` the
     refinement methods are warmed up in a background thread while the server starts."""
     import uvicorn
@@ -342,8 +368,8 @@ def serve(*, data_root: Path | None, workspace: Path, host: str = "127.0.0.1",
     if not loopback:
         log.warning("serving on %s: the API has no authentication; anyone who reaches this "
                     "address can read and change the sessions", host)
-    app = make_app(data_root=data_root, workspace=workspace,
+    app = make_app(data_root=data_root, workspace=workspace, model=model,
                    allowed_hosts=[*LOOPBACK_HOSTS, host] if loopback else None)
     if warm:
-        _warm_up_in_background()
+        _warm_up_in_background(app.state.model)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -101,6 +101,8 @@ class ChangeOut(BaseModel):
     index: int | None = None
     bbox: tuple[int, int, int, int] | None = None
     seconds: float = 0.0
+    warning: str | None = Field(None, description="predict: how the image differs from the model's "
+                                                   "training data (its model card), one line")
 
 
 class SliceOut(BaseModel):

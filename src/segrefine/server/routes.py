@@ -227,9 +227,11 @@ def get_session(sid: str, request: Request) -> m.StatusOut:
 # ---------------------------------------------------------------------- maps and guidance
 @router.post(PREDICT, response_model=m.ActionOut)
 def predict(sid: str, request: Request) -> m.ActionOut:
-    """Run the shipped MG-Net for the initial mask, probability and uncertainty."""
+    """Run the server's MG-Net (``segrefine serve --model``; default the shipped one) for the
+    initial mask, probability and uncertainty; the change's ``warning`` names how the image
+    differs from the model's training data."""
     with _store(request).use(sid) as s:
-        return action_out(sid, s, [s.predict()])
+        return action_out(sid, s, [s.predict(model=request.app.state.model)])
 
 
 @router.post(MAPS, response_model=m.ActionOut)
