@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from session_ops import SHAPE, digest, do_step, make_session
 
 from segrefine import io
 from segrefine.errors import InputError
 from segrefine.journal import MAGIC, Journal, encode_record
 from segrefine.session import FORMAT, Session
-from session_ops import SHAPE, digest, do_step, make_session
 
 HERE = Path(__file__).resolve().parent
 
@@ -182,3 +182,22 @@ def test_kill9_loses_nothing_acknowledged(tmp_path):
             assert got == digest(reference), "the reopened session lost an acknowledged verb"
         reopened.close()
     assert done >= 15
+
+
+def test_a_batch_is_fsynced_once_at_its_end(tmp_path, monkeypatch):
+    """The server wraps each request in Session.batch(): a pen-up's stroke and refinement are
+    written at once and fsync'ed together before the answer."""
+    import segrefine.journal as journal_module
+
+    s = make_session(tmp_path / "s")
+    calls = []
+    real = journal_module.os.fsync
+    monkeypatch.setattr(journal_module.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    with s.batch():
+        s.add_scribble(4, [[20, 30], [21, 30]], 1)
+        s.refine(4)
+        assert s.journal.unsynced and calls == []  # written, not yet fsync'ed
+    assert not s.journal.unsynced and len(calls) == 1
+    s.add_scribble(4, [[2, 2]], 2)  # outside a batch: one fsync per verb
+    assert len(calls) == 2
+    assert digest(Session.open(tmp_path / "s")) == digest(s)

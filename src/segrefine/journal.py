@@ -24,6 +24,7 @@ import json
 import os
 import struct
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -115,6 +116,8 @@ class Journal:
     def __init__(self, path: Path, records: list[tuple[dict, bytes]], end: int):
         self.path, self.records, self.end = Path(path), records, end
         self._fh = None
+        self.unsynced = False  # records appended with sync=False and not fsync'ed yet
+        self.last_sync_seconds = 0.0
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Journal:
@@ -134,8 +137,9 @@ class Journal:
     def size(self) -> int:
         return self.end
 
-    def append(self, header: dict, payload: bytes = b"") -> int:
-        """Add a record; it is on disk when this returns. Returns the bytes written."""
+    def append(self, header: dict, payload: bytes = b"", *, sync: bool = True) -> int:
+        """Add a record; it is on disk when this returns (with ``sync``; else after the next
+        :meth:`sync`). Returns the bytes written."""
         if self._fh is None:
             self._fh = open(self.path, "r+b")  # noqa: SIM115 - kept open for the next appends
             self._fh.truncate(self.end)  # drop a torn tail left by a killed writer
@@ -143,9 +147,19 @@ class Journal:
         self._fh.seek(self.end)
         self._fh.write(record)
         self._fh.flush()
-        os.fsync(self._fh.fileno())
         self.end += len(record)
+        self.unsynced = True
+        if sync:
+            self.sync()
         return len(record)
+
+    def sync(self) -> None:
+        """fsync what was appended (no-op when nothing is pending)."""
+        if self.unsynced and self._fh is not None:
+            t0 = time.perf_counter()
+            os.fsync(self._fh.fileno())
+            self.last_sync_seconds = time.perf_counter() - t0
+        self.unsynced = False
 
     def forget(self) -> None:
         """Drop the records read at open (after a caller has applied them); appended records
@@ -154,6 +168,7 @@ class Journal:
 
     def close(self) -> None:
         if self._fh is not None:
+            self.sync()
             self._fh.close()
             self._fh = None
 

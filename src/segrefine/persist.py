@@ -45,14 +45,23 @@ class Patch:
 
     @classmethod
     def make(cls, kind: str, axis: int, index: int, mask_before: np.ndarray, mask_after: np.ndarray,
-             scr_before: np.ndarray, scr_after: np.ndarray) -> Patch:
-        box = bbox((mask_before != mask_after) | (scr_before != scr_after))
+             scr_before: np.ndarray, scr_after: np.ndarray, *,
+             within: tuple[int, int, int, int] | None | str = "slice") -> Patch:
+        """The patch between the before and after slices. ``within``: the box a verb knows its
+        change to lie in (only that part is compared: slice views of a large volume are
+        strided, reading all of them costs milliseconds), None when nothing changed, or
+        ``"slice"`` to compare whole slices."""
+        if within is None:
+            return cls(kind, axis, index, None, b"")
+        r0, r1, c0, c1 = (0, mask_before.shape[0], 0, mask_before.shape[1]) if within == "slice" else within
+        arrays = [a[r0:r1, c0:c1] for a in (mask_before, mask_after, scr_before, scr_after)]
+        box = bbox((arrays[0] != arrays[1]) | (arrays[2] != arrays[3]))
         if box is None:
             return cls(kind, axis, index, None, b"")
-        r0, r1, c0, c1 = box
-        parts = [np.ascontiguousarray(a[r0:r1, c0:c1], dtype=np.uint8).tobytes()
-                 for a in (mask_before, mask_after, scr_before, scr_after)]
-        return cls(kind, axis, index, box, zlib.compress(b"".join(parts), 1))
+        b0, b1, d0, d1 = box
+        parts = [np.ascontiguousarray(a[b0:b1, d0:d1], dtype=np.uint8).tobytes() for a in arrays]
+        return cls(kind, axis, index, (r0 + b0, r0 + b1, c0 + d0, c0 + d1),
+                   zlib.compress(b"".join(parts), 1))
 
     def header(self) -> dict:
         return {"kind": self.kind, "axis": self.axis, "index": self.index,

@@ -22,8 +22,9 @@ state at a journal sequence number: mask and scribble volumes compressed, accept
 slices, queue, undo pointer and the undo history's patches) and ``journal.log``
 (append-only: one record per verb after the snapshot, with the bounding-box
 patch of the slice it changed; see :mod:`segrefine.journal`). A verb returns
-after its record is fsync'ed, so a process killed at any moment loses nothing a
-caller was told; reopening loads the snapshot and replays the journal. When the
+after its record is fsync'ed (inside :meth:`Session.batch`, when the block ends), so
+a process killed at any moment loses nothing a caller was told; reopening loads the
+snapshot and replays the journal. When the
 journal passes :attr:`Session.compact_bytes` or :attr:`Session.compact_records`,
 a new snapshot is written and the journal starts empty (compaction). Sessions in
 the first format (``state.npz`` rewritten whole after each action) are converted
@@ -36,6 +37,8 @@ import json
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,7 +48,7 @@ from segrefine import io
 from segrefine.errors import InputError
 from segrefine.guidance import DEFAULT_ORDER, ORDERS, SuggestionQueue, suggest
 from segrefine.journal import Journal, fsync_file, write_durable
-from segrefine.persist import Patch, read_snapshot, read_v1, write_snapshot
+from segrefine.persist import Patch, bbox, read_snapshot, read_v1, write_snapshot
 from segrefine.preprocess import normalise
 from segrefine.refine.slice import DEFAULT_PRESET, REFINE_METHODS, preset_params, refine_slice
 from segrefine.validate import image_map
@@ -109,6 +112,7 @@ class Session:
         self.maps_file: str | None = None
         self.journal: Journal | None = None
         self._records = 0  # journal records since the snapshot
+        self._batch = 0  # depth of batch() blocks: their verbs are fsync'ed together at the end
         #: what the last verb wrote: journal bytes and seconds, and the snapshot if it compacted
         self.last_write = {"bytes": 0, "seconds": 0.0, "snapshot_bytes": 0, "snapshot_seconds": 0.0}
 
@@ -201,11 +205,12 @@ class Session:
             self.queue.position, self.queue.streak = q["position"], q["streak"]
             self.queue.stopped_early, self.queue.shown = q["stopped_early"], q["shown"]
 
-    def _log(self, op: str, payload: bytes = b"", **fields) -> None:
-        """Append one verb to the journal (on disk when this returns); compact past the limits."""
-        t0 = time.perf_counter()
+    def _log(self, op: str, payload: bytes = b"", *, started: float | None = None, **fields) -> None:
+        """Append one verb to the journal (on disk when this returns); compact past the limits.
+        ``last_write["seconds"]`` counts from ``started`` (the patch's making) or from here."""
+        t0 = time.perf_counter() if started is None else started
         header = {"seq": self.seq + 1, "op": op, **fields, "state": self._state(full=False)}
-        written = self.journal.append(header, payload)
+        written = self.journal.append(header, payload, sync=self._batch == 0)
         self.seq += 1
         self._records += 1
         self.last_write = {"bytes": written, "seconds": time.perf_counter() - t0,
@@ -255,6 +260,20 @@ class Session:
         self._write_meta()
         (self.folder / "state.npz").unlink(missing_ok=True)
         shutil.rmtree(self.folder / "history", ignore_errors=True)
+
+    @contextmanager
+    def batch(self) -> Iterator[Session]:
+        """Make the verbs of the block durable together when it ends (one fsync instead of one
+        per verb: the server wraps each request in it, so a pen-up's stroke and refinement
+        cost one fsync before the answer). Inside the block a verb's record is written but
+        not yet fsync'ed: acknowledge nothing before the block has ended."""
+        self._batch += 1
+        try:
+            yield self
+        finally:
+            self._batch -= 1
+            if self._batch == 0 and self.journal is not None:
+                self.journal.sync()
 
     def close(self) -> None:
         """Close the journal's file (the session stays on disk; open() brings it back)."""
@@ -353,13 +372,16 @@ class Session:
         return self._view(self.scribbles, index, axis).copy()
 
     # ------------------------------------------------------------------ actions
-    def _record(self, kind: str, index: int, axis: int, before_mask, before_scr, t0: float) -> Change:
+    def _record(self, kind: str, index: int, axis: int, before_mask, before_scr, t0: float,
+                within) -> Change:
+        """Persist an action on a slice; ``within``: the box its change lies in (None: nothing)."""
+        started = time.perf_counter()
         patch = Patch.make(kind, axis, index, before_mask, self._view(self.mask, index, axis),
-                           before_scr, self._view(self.scribbles, index, axis))
+                           before_scr, self._view(self.scribbles, index, axis), within=within)
         entry = self.pointer
         self.history[entry:] = [patch]  # a new action drops the redo tail
         self.history_len = self.pointer = entry + 1
-        self._log("action", patch.data, entry=entry, patch=patch.header())
+        self._log("action", patch.data, started=started, entry=entry, patch=patch.header())
         return Change(kind, axis, index, patch.bbox, time.perf_counter() - t0)
 
     def add_scribble(self, index: int, points, label: int, *, axis: int | None = None,
@@ -395,7 +417,7 @@ class Session:
         before_mask = self._view(self.mask, index, axis).copy()
         before_scr = view.copy()
         view[sel] = label
-        return self._record("scribble", index, axis, before_mask, before_scr, t0)
+        return self._record("scribble", index, axis, before_mask, before_scr, t0, bbox(sel))
 
     def refine(self, index: int, *, axis: int | None = None, method: str | None = None) -> Change:
         """Refine slice ``index`` from the CNN probability, the current mask and its scribbles."""
@@ -406,13 +428,15 @@ class Session:
         mask_view = self._view(self.mask, index, axis)
         scr = self._view(self.scribbles, index, axis).copy()
         before_mask = mask_view.copy()
+        changed = None
         if scr.any():
             sp = tuple(float(s) for i, s in enumerate(self.meta["spacing"]) if i != axis)
             new = refine_slice(method, self._view(self.norm, index, axis),
                                self._view(self.prob, index, axis), before_mask > 0, scr, spacing=sp,
-                               preset=self.meta.get("preset", DEFAULT_PRESET))
-            mask_view[:] = new.astype(np.uint8)
-        return self._record("refine", index, axis, before_mask, scr, t0)
+                               preset=self.meta.get("preset", DEFAULT_PRESET)).astype(np.uint8)
+            changed = bbox(new != before_mask)
+            mask_view[:] = new
+        return self._record("refine", index, axis, before_mask, scr, t0, changed)
 
     def undo(self) -> Change:
         """Undo the last action (scribble or refinement)."""

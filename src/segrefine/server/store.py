@@ -10,6 +10,7 @@ session with its lock, so a server restart or an eviction loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -138,14 +139,16 @@ class SessionStore:
                     self._open[session_id] = session
                 log.info("reopened session %s from disk", session_id)
             try:
-                yield session
+                with session.batch():  # the request's verbs are fsync'ed together, before its answer
+                    yield session
             except (OSError, MemoryError):
                 # a write that failed (disk full, ...) may leave memory ahead of the disk:
                 # the next request reopens the session from what was persisted
                 with self._guard:
                     if self._open.get(session_id) is session:
                         del self._open[session_id]
-                session.close()
+                with contextlib.suppress(OSError):
+                    session.close()
                 raise
         self._evict()
 
