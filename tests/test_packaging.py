@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from server_util import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +50,7 @@ def _copy_sources(dst: Path) -> Path:
 def _pip(*args: str, cwd: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, capture_output=True,
                           text=True, encoding="utf-8", errors="replace",
-                          env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"))
+                          env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"), check=False)
     assert proc.returncode == 0, f"pip {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
@@ -91,8 +90,8 @@ def test_installed_wheel_serves_the_viewer_and_niivue(tmp_path):
     shutil.rmtree(src)  # the installed copy must not need the sources it was built from
     env = dict(os.environ, PYTHONPATH=str(site), SEGREFINE_SHARED_DATA="none",
                OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    where = subprocess.run([sys.executable, "-c", "import segrefine.server.app as a; "
-                            "print(a.__file__); print(a.WEB_DIR)"], env=env, cwd=tmp_path,
+    code = "import segrefine.server.app as a; print(a.__file__); print(a.WEB_DIR)"
+    where = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
                            capture_output=True, text=True, encoding="utf-8", check=True)
     module, web_dir = where.stdout.split()
     assert Path(module).is_relative_to(site) and Path(web_dir) == site / "segrefine" / "_web"
