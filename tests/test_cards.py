@@ -169,3 +169,64 @@ def test_refine_gcn_and_predict_with_the_phantom_model(tmp_path):
     # the phantom model, by its shipped name: no warning
     proc = run_cli("predict", "-i", path, "-o", tmp_path / "pred", "--model", "phantom")
     assert proc.returncode == 0 and _warnings(proc) == [], proc.stderr
+
+
+# ---------------------------------------------------------------------- the web app's "Run MG-Net"
+def test_server_predict_answers_the_card_warning(shared, tmp_path):
+    """The real server on loopback: the hippocampus MG-Net warns on a fetal stack, not on a
+    hippocampus test case."""
+    import httpx
+    from server_util import running_server
+
+    name = json.loads((shared / "hippocampus" / "splits.json").read_text(encoding="utf-8"))["test"][0]
+    cases = {"fetal_stacks/images/b15_05.nii.gz": True, f"hippocampus/imagesTr/{name}.nii.gz": False}
+    (tmp_path / "ws").mkdir()
+    with running_server(tmp_path / "ws", shared) as url:
+        for rel, warns in cases.items():
+            sid = httpx.post(f"{url}/api/sessions", json={"path": rel}).json()["id"]
+            r = httpx.post(f"{url}/api/sessions/{sid}/predict", timeout=120)
+            assert r.status_code == 200, r.text
+            (change,) = r.json()["changes"]
+            if warns:
+                assert "unlike the training data of mgnet_hippocampus.pt" in change["warning"]
+                assert "spacing 0.74 x 0.74 x 3.00 mm" in change["warning"]
+            else:
+                assert change["warning"] is None, change["warning"]
+
+
+def test_server_with_the_phantom_model_suggests_and_refines(tmp_path):
+    """``segrefine serve --model phantom`` (the demo without shared data): no warning on the
+    phantom, Dice >= 0.9, suggestions ranked, and a scribble refines the slice."""
+    import base64
+
+    import httpx
+    from server_util import running_server
+
+    from segrefine.metrics import dice
+
+    image, label = make_phantom()
+    root = tmp_path / "sample"
+    root.mkdir()
+    io.save(io.Volume(image), root / "phantom.nii.gz")
+    (tmp_path / "ws").mkdir()
+    with running_server(tmp_path / "ws", root, model="phantom") as url:
+        sid = httpx.post(f"{url}/api/sessions", json={"path": "phantom.nii.gz"}).json()["id"]
+        (change,) = httpx.post(f"{url}/api/sessions/{sid}/predict", timeout=120).json()["changes"]
+        assert change["warning"] is None
+        r = httpx.get(f"{url}/api/sessions/{sid}/arrays/mask")
+        mask = np.frombuffer(r.content, np.uint8).reshape(image.shape, order="F")  # X-Order: F
+        assert dice(mask > 0, label > 0) >= 0.9
+        sugg = httpx.get(f"{url}/api/sessions/{sid}/suggestions").json()
+        assert sugg["budget_slices"] > 0 and sugg["slices"][0]["expected_errors"] > 0
+        k = httpx.post(f"{url}/api/sessions/{sid}/next").json()["index"]
+        assert k == sugg["slices"][0]["index"]
+        # a background scribble across the structure's centre row: the refined slice gives it up
+        rows = np.flatnonzero(label[:, :, k].any(1))
+        row = int(rows[len(rows) // 2])
+        cols = np.flatnonzero(label[row, :, k])
+        points = [[row, int(c)] for c in cols]
+        out = httpx.post(f"{url}/api/sessions/{sid}/scribbles",
+                         json={"index": k, "label": 2, "points": points, "refine": True}).json()
+        assert [c["kind"] for c in out["changes"]] == ["scribble", "refine"]
+        sl = np.frombuffer(base64.b64decode(out["slice"]["mask"]), np.uint8).reshape(out["slice"]["shape"])
+        assert not sl[row, cols].any() and sl.sum() < mask[:, :, k].sum()

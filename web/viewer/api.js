@@ -7,6 +7,7 @@ export const routes = {
   upload: () => "/api/sessions/upload",
   session: (sid) => `/api/sessions/${enc(sid)}`,
   predict: (sid) => `/api/sessions/${enc(sid)}/predict`,
+  maps: (sid) => `/api/sessions/${enc(sid)}/maps`,
   suggestions: (sid) => `/api/sessions/${enc(sid)}/suggestions`,
   next: (sid) => `/api/sessions/${enc(sid)}/next`,
   scribbles: (sid) => `/api/sessions/${enc(sid)}/scribbles`,

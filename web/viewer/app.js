@@ -6,6 +6,7 @@
 
 import * as api from "./api.js";
 import { Geometry } from "./geometry.js";
+import { clearMapsForm, mapsForm, showModelWarning, warningOf } from "./models.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -239,6 +240,7 @@ function renderStatus() {
   $("redo").disabled = !st.can_redo;
   $("download").href = api.routes.download(S.sid);
   $("predict-box").hidden = st.has_maps;
+  $("maps-box").hidden = false;
   renderSliceInfo();
 }
 
@@ -373,6 +375,7 @@ async function refreshLists() {
 async function openSession(sid) {
   S.ready = false;
   say("opening…");
+  if (sid !== S.sid) showModelWarning(null);
   S.sid = sid;
   history.replaceState(null, "", `#session=${encodeURIComponent(sid)}`);
   S.status = await api.getJSON(api.routes.session(sid));
@@ -485,8 +488,23 @@ function accept() {
 function predict() {
   return enqueue(async () => {
     say("running MG-Net…");
-    await api.postJSON(api.routes.predict(S.sid));
+    const warning = warningOf(await api.postJSON(api.routes.predict(S.sid)));
     await openSession(S.sid);
+    showModelWarning(warning);
+    if (warning) say("MG-Net ran on an image unlike its training data: see the warning", true);
+  });
+}
+
+function loadMaps() {
+  const picked = mapsForm();
+  if (typeof picked === "string") return say(picked, true);
+  return enqueue(async () => {
+    say(`loading ${picked.names}…`);
+    await api.postForm(api.routes.maps(S.sid), picked.form);
+    clearMapsForm();
+    showModelWarning(null);
+    await openSession(S.sid);
+    say(`maps loaded from ${picked.names}: press n for the next suggested slice`);
   });
 }
 
@@ -629,6 +647,7 @@ $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
 $("accept").addEventListener("click", accept);
 $("predict").addEventListener("click", predict);
+$("load-maps").addEventListener("click", loadMaps);
 $("show-unc").addEventListener("change", (e) => setUncertainty(e.target.checked));
 $("show-mask").addEventListener("change", (e) => setMaskShown(e.target.checked));
 $("open-session").addEventListener("click", () => {
