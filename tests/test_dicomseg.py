@@ -4,6 +4,8 @@ frames mapped onto the source geometry, against the NIfTI prediction of the same
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pydicom
 import pytest
@@ -106,3 +108,37 @@ def test_bad_inputs_are_one_line_errors(hippo, series, tmp_path):
     assert proc.returncode == 2 and "needs a DICOM series folder" in proc.stderr
     proc = run_cli("predict", "-i", series, "-o", tmp_path / "o", "--format", "png")
     assert proc.returncode == 2 and "--format must be nifti or dicom-seg" in proc.stderr
+
+
+def test_web_app_session_download_as_dicom_seg(series, tmp_path):
+    import httpx
+    from server_util import running_server
+
+    root = tmp_path / "root"
+    shutil.copytree(series, root / "series" / "h4")
+    other = io.load(series)
+    write_series(io.Volume(array=other.array[:, :, :10], affine=other.affine), root / "series" / "short")
+    (tmp_path / "ws").mkdir()
+    with running_server(tmp_path / "ws", root, timeout=120) as url, httpx.Client(base_url=url, timeout=120) as http:
+        sid = http.post("/api/sessions", json={"path": "series/h4"}).json()["id"]
+        assert http.post(f"/api/sessions/{sid}/predict").status_code == 200
+        k = 20
+        r = http.post(f"/api/sessions/{sid}/scribbles", json={"index": k, "label": 2, "points": [[20, 20], [21, 21]],
+                                                            "refine": True})
+        assert r.status_code == 200, r.text
+        raw = http.get(f"/api/sessions/{sid}/arrays/mask")
+        mask = np.frombuffer(raw.content, np.uint8).reshape(tuple(map(int, raw.headers["X-Shape"].split(","))),
+                                                            order="F")
+        r = http.get(f"/api/sessions/{sid}/dicom-seg", params={"series": "series/h4"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/dicom"
+        assert r.headers["content-disposition"].endswith('_seg.dcm"')
+        (tmp_path / "s.dcm").write_bytes(r.content)
+        back, names = read_seg(tmp_path / "s.dcm", root / "series" / "h4")
+        assert names == {"hippocampus": 1} and np.array_equal(back > 0, mask > 0) and mask.any()
+        seg = highdicom.seg.segread(tmp_path / "s.dcm")
+        assert f"corrected_slices={k}," in seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[
+            0].AlgorithmParameters
+        r = http.get(f"/api/sessions/{sid}/dicom-seg", params={"series": "series/short"})
+        assert r.status_code == 400 and "is not the session image's" in r.json()["detail"]
+        r = http.get(f"/api/sessions/{sid}/dicom-seg", params={"series": "../ws"})
+        assert r.status_code == 403

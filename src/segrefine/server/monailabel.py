@@ -439,3 +439,36 @@ async def datastore_label(request: Request, label: str, tag: str = DEFAULT_TAG, 
         name = f"{_stem(image)}_{tag}_v{record['version']}.nii.gz"
         return _file_response(path.read_bytes(), name, "application/gzip")
     return await _guard(run, datastore(request), label)
+
+
+# ---------------------------------------------------------------------- the web app's DICOM SEG
+@router.get("/api/sessions/{sid}/dicom-seg")
+def session_dicom_seg(sid: str, request: Request, series: str) -> Response:
+    """A web app session's current mask as a DICOM SEG of the data-root DICOM series ``series``
+    it was opened from (the series must have the session image's grid); the instances holding
+    strokes are recorded as corrected by a person."""
+    from segrefine.dicomseg import is_dicom_series, write_seg
+    from segrefine.server.routes import resolve_data_path
+
+    path = resolve_data_path(request, series)
+    if not is_dicom_series(path):
+        raise InputError(f"series {series[:120]!r}: not a DICOM series folder under the data root")
+    store = request.app.state.store
+    with store.use(sid) as s:
+        mask = np.array(s.mask, np.uint8)
+        affine, name = np.asarray(s.volume.affine, float), s.meta["name"]
+        corrected = [k for k in range(mask.shape[2]) if np.asarray(s.scribbles)[:, :, k].any()]
+    volume = io.load(path, max_voxels=request.app.state.max_voxels)
+    if volume.shape != mask.shape or not np.allclose(volume.affine, affine, atol=1e-3):
+        raise InputError(f"series {series[:120]!r}: its grid (shape {volume.shape}) is not the "
+                         f"session image's (shape {mask.shape}); give the series the session was opened from")
+    scratch = store.scratch()
+    try:
+        labels = _labels()
+        seg = write_seg(mask * next(iter(labels.values())), path, scratch / "seg.dcm", label_names=labels,
+                        algorithm="segrefine MG-Net + refinement", corrected_slices=corrected)
+        data = seg.read_bytes()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:80] or "image"
+    return _file_response(data, f"{stem}_seg.dcm", "application/dicom")
