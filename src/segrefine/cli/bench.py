@@ -11,6 +11,33 @@ from segrefine.cli import bench_app, console, friendly
 from segrefine.errors import InputError
 
 
+@bench_app.command("cohort")
+@friendly
+def bench_cohort(
+    json_out: Path = typer.Option(Path("docs/results/cohort.json"), "--json"),
+    dataset: Path | None = typer.Option(None, help="Decathlon dataset (default: the shared hippocampus)."),
+    split: str = typer.Option("test", help="Its split that forms the first cohort."),
+    fetal: Path | None = typer.Option(None, help="The stack copied --copies times (default: the shared a26_12)."),
+    copies: int = typer.Option(16, help="Copies of the fetal stack (made in a temporary folder)."),
+    kill: bool = typer.Option(True, "--kill/--no-kill", help="Also the run where one of 2 workers is killed."),
+):
+    """Cohort throughput with 1 and 2 local Dask workers against today's single process; the kill -9 run."""
+    from segrefine.bench.cohort import run
+    from segrefine.paths import shared_data_dir
+
+    shared = shared_data_dir()
+    dataset = dataset or (shared / "hippocampus" if shared else None)
+    fetal = fetal or (shared / "fetal_stacks" / "images" / "a26_12.nii.gz" if shared else None)
+    if dataset is None or fetal is None:
+        raise InputError("--dataset and --fetal are needed where ../shared/data is absent")
+    if not Path(fetal).is_file():
+        raise InputError(f"--fetal {fetal}: no such file")
+    if copies < 2:
+        raise InputError(f"--copies must be at least 2, got {copies}")
+    run(dataset, fetal, json_out, split=split, copies=copies, kill=kill, log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text(encoding="utf-8"))
+
+
 @bench_app.command("refine")
 @friendly
 def bench_refine(
@@ -153,3 +180,29 @@ def bench_uncertainty(
     console.print(f"MC dropout / MG-Net time: {data['ratios']}")
 
 
+
+
+@bench_app.command("persistence")
+@friendly
+def bench_persistence(
+    json_out: Path = typer.Option(Path("docs/results/persistence.json"), "--json",
+                                  help="Output JSON (a .md table beside it)."),
+    shape: str = typer.Option("512x512x300", help="Volume size (CT-like by default)."),
+    pen_ups: int = typer.Option(20, help="Pen-ups (stroke + refinement) measured."),
+    workdir: Path | None = typer.Option(None, help="Where the two sessions are written (a temporary "
+                                                   "folder inside; default: the system's temp folder)."),
+):
+    """Bytes and time a session writes per pen-up: the journal of bbox patches (now) against
+    the full rewrite of mask and scribbles (the first format, measured in the same run)."""
+    from segrefine.bench.persistence import run
+
+    try:
+        size = tuple(int(v) for v in shape.lower().split("x"))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 32:
+        raise InputError(f"--shape must look like 512x512x300 (3 sizes >= 32), got {shape!r}")
+    if pen_ups < 1:
+        raise InputError(f"--pen-ups must be at least 1, got {pen_ups}")
+    run(json_out, shape=size, pen_ups=pen_ups, workdir=workdir, log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text(encoding="utf-8"))
