@@ -54,23 +54,23 @@ def test_crf_confident_expectation_is_kept():
 
 def test_crf_bad_input():
     image, e, _ = noisy_ellipsoid(shape=(8, 8, 6))
-    with pytest.raises(InputError, match="image must be a non-empty 3D"):
+    with pytest.raises(InputError, match="`image` must be a 3D"):
         dense_crf(image[0], e[0])
-    with pytest.raises(InputError, match=r"expectation \(shape \(8, 8, 5\)\) must have the same shape as image"):
+    with pytest.raises(InputError, match=r"`expectation` \(shape \(8, 8, 5\)\) must have the same shape as `image`"):
         dense_crf(image, e[:, :, :5])
-    with pytest.raises(InputError, match=r"expectation must lie in \[0, 1\]"):
+    with pytest.raises(InputError, match=r"`expectation` must be a probability in \[0, 1\]"):
         dense_crf(image, e + 1)
     bad = e.copy()
     bad[0, 0, 0] = math.nan
-    with pytest.raises(InputError, match="expectation must hold finite numbers"):
+    with pytest.raises(InputError, match="`expectation` must be finite"):
         dense_crf(image, bad)
-    with pytest.raises(InputError, match="spacing must be 3 positive numbers"):
+    with pytest.raises(InputError, match="`spacing` must be 3 positive numbers"):
         dense_crf(image, e, spacing=(1, 1))
-    with pytest.raises(InputError, match="iterations must be an integer >= 1"):
+    with pytest.raises(InputError, match="`iterations` must be an integer >= 1"):
         dense_crf(image, e, iterations=0)
-    with pytest.raises(InputError, match="sxyz must be a finite number > 0"):
+    with pytest.raises(InputError, match="`sxyz` must be a number > 0"):
         dense_crf(image, e, sxyz=0)
-    with pytest.raises(InputError, match="w_gauss must be a finite number >= 0"):
+    with pytest.raises(InputError, match="`w_gauss` must be a number >= 0"):
         dense_crf(image, e, w_gauss=-1)
-    with pytest.raises(InputError, match=r"clip must be in \(0, 0.5\)"):
+    with pytest.raises(InputError, match=r"`clip` must be a number in \(0, 0.5\)"):
         dense_crf(image, e, clip=0.7)

@@ -69,9 +69,9 @@ def test_mc_statistics_mean_and_entropy_in_bits():
 
 
 def test_mc_statistics_rejects_bad_samples():
-    with pytest.raises(InputError, match="samples must be a 4D"):
+    with pytest.raises(InputError, match="`samples` must be a 4D"):
         mc_statistics(np.zeros((4, 5, 6)))
-    with pytest.raises(InputError, match=r"samples must lie in \[0, 1\]"):
+    with pytest.raises(InputError, match=r"`samples` must be a probability in \[0, 1\]"):
         mc_statistics(np.full((2, 3, 3, 3), 1.5))
     bad = np.zeros((2, 3, 3, 3))
     bad[0, 0, 0, 0] = np.nan
@@ -297,9 +297,9 @@ def test_authors_scheme_relabels_every_node():
                             relabel="uncertain")
     assert info["relabel"] == "uncertain"
     np.testing.assert_array_equal(kept[~band], pred[~band])  # only the uncertain band may change
-    with pytest.raises(InputError, match="graph must be one of"):
+    with pytest.raises(InputError, match="`graph` must be one of"):
         refine_gcn(image, prob=e, graph="theirs")
-    with pytest.raises(InputError, match="relabel must be"):
+    with pytest.raises(InputError, match="`relabel` must be"):
         refine_gcn(image, prob=e, relabel="confident")
 
 
@@ -383,7 +383,7 @@ def test_large_node_set_switches_to_band_then_slabs():
 
 def test_node_set_and_max_nodes_are_checked():
     image, e, _, _, _ = sphere_phantom()
-    with pytest.raises(InputError, match="nodes must be one of roi, reduced, band"):
+    with pytest.raises(InputError, match="`nodes` must be one of roi, reduced, band"):
         refine_gcn(image, prob=e, nodes="all")
     with pytest.raises(InputError, match="max_nodes"):
         refine_gcn(image, prob=e, max_nodes=0)
@@ -413,7 +413,7 @@ def test_empty_prediction_warns_and_returns_it():
     assert "empty prediction" in info["reason"] and info["n_nodes"] == 0
     with pytest.raises(InputError, match="prediction is empty"):
         build_graph(image, prob, binary_entropy(prob), prob > 0.5)
-    with pytest.raises(InputError, match="epochs must be"):  # options are checked all the same
+    with pytest.raises(InputError, match="`epochs` must be"):  # options are checked all the same
         refine_gcn(image, prob=prob, epochs=0)
 
 
@@ -440,7 +440,7 @@ def test_no_uncertain_node_returns_prediction_without_warning():
 @pytest.mark.parametrize("tau", [0, -0.1, 1.5, math.nan, True, "0.8"])
 def test_tau_outside_unit_interval(tau):
     image, e, *_ = sphere_phantom(shape=(16, 16, 16), radius=4.0)
-    with pytest.raises(InputError, match=r"tau must be a number in \(0, 1\]"):
+    with pytest.raises(InputError, match=r"`tau` must be a number in \(0, 1\]"):
         refine_gcn(image, prob=e, tau=tau)
 
 
@@ -448,39 +448,39 @@ def test_samples_with_other_spatial_shape():
     image = np.zeros((10, 12, 8), np.float32)
     with pytest.raises(InputError, match=r"\(4, 10, 12, 9\).*\(10, 12, 8\)"):
         refine_gcn(image, np.zeros((4, 10, 12, 9), np.float32))
-    with pytest.raises(InputError, match=r"samples \(shape \(10, 12, 8\)\)"):
+    with pytest.raises(InputError, match=r"`samples` \(shape \(10, 12, 8\)\)"):
         refine_gcn(image, np.zeros((10, 12, 8), np.float32))
 
 
 def test_other_bad_inputs():
     image, e, *_ = sphere_phantom(shape=(16, 16, 16), radius=4.0)
-    with pytest.raises(InputError, match="image must be a 3D"):
+    with pytest.raises(InputError, match="`image` must be a 3D"):
         refine_gcn(image[0], prob=e[0])
     with pytest.raises(InputError, match="exactly one of samples"):
         refine_gcn(image)
     with pytest.raises(InputError, match="exactly one of samples"):
         refine_gcn(image, np.stack([e]), prob=e)
-    with pytest.raises(InputError, match=r"prob \(shape \(16, 16, 15\)\) must have the same shape"):
+    with pytest.raises(InputError, match=r"`prob` \(shape \(16, 16, 15\)\) must have the same shape"):
         refine_gcn(image, prob=e[:, :, :15])
-    with pytest.raises(InputError, match=r"prob must lie in \[0, 1\]"):
+    with pytest.raises(InputError, match=r"`prob` must be a probability in \[0, 1\]"):
         refine_gcn(image, prob=e * 2)
     with pytest.raises(InputError, match="entropy is computed from samples"):
         refine_gcn(image, np.stack([e]), entropy=e)
     nan_image = image.copy()
     nan_image[0, 0, 0] = np.nan
-    with pytest.raises(InputError, match="image must be finite"):
+    with pytest.raises(InputError, match="`image` must be finite"):
         refine_gcn(nan_image, prob=e)
-    with pytest.raises(InputError, match="spacing must be 3 positive numbers"):
+    with pytest.raises(InputError, match="`spacing` must be 3 positive numbers"):
         refine_gcn(image, prob=e, spacing=(1, 0, 1))
-    with pytest.raises(InputError, match="margin must be a non-negative int"):
+    with pytest.raises(InputError, match="`margin` must be a non-negative int"):
         refine_gcn(image, prob=e, margin=-1)
-    with pytest.raises(InputError, match="k must be an integer >= 0"):
+    with pytest.raises(InputError, match="`k` must be an integer >= 0"):
         refine_gcn(image, prob=e, k=-2)
-    with pytest.raises(InputError, match="epochs must be an integer >= 1"):
+    with pytest.raises(InputError, match="`epochs` must be an integer >= 1"):
         refine_gcn(image, prob=e, epochs=0)
-    with pytest.raises(InputError, match="backend must be"):
+    with pytest.raises(InputError, match="`backend` must be"):
         refine_gcn(image, prob=e, backend="cuda")
-    with pytest.raises(InputError, match="sigmas must be None or 3 positive"):
+    with pytest.raises(InputError, match="`sigmas` must be None or 3 positive"):
         refine_gcn(image, prob=e, sigmas=(1, 1))
 
 

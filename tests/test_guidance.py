@@ -79,7 +79,7 @@ def test_gain_order_ranks_expected_wrong_voxels():
     assert out["total_expected_errors"] == pytest.approx(20 + 2.7 + 6.4, rel=1e-5)
     with pytest.raises(InputError, match="needs the foreground probability"):
         suggest(u, y, order="gain")
-    with pytest.raises(InputError, match="order must be one of"):
+    with pytest.raises(InputError, match="`order` must be one of"):
         suggest(u, y, prob=p, order="random")
 
 
@@ -109,17 +109,17 @@ def test_queue_stops_on_expected_remaining_gain():
 
 def test_bad_input():
     u, y = _volume()
-    with pytest.raises(InputError, match="differs"):
+    with pytest.raises(InputError, match="must have the same shape"):
         slice_uncertainty(u, y[:-1])
     with pytest.raises(InputError, match="budget"):
         suggest(u, y, budget=1.5)
     bad = u.copy()
     bad[0, 0, 0] = np.nan
-    with pytest.raises(InputError, match="NaN"):
+    with pytest.raises(InputError, match="must be finite"):
         slice_uncertainty(bad, y)
-    with pytest.raises(InputError, match=r"prob values must lie in \[0, 1\]"):
+    with pytest.raises(InputError, match=r"`prob` must be a probability in \[0, 1\]"):
         slice_uncertainty(u, y, prob=u * 10)
-    with pytest.raises(InputError, match="prob shape"):
+    with pytest.raises(InputError, match=r"`prob` \(shape"):
         slice_uncertainty(u, y, prob=u[:-1])
 
 

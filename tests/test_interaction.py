@@ -113,7 +113,7 @@ def test_error_components_and_inputs_untouched():
         ({"gt": np.zeros((H, H + 1), bool)}, "`gt` \\(shape"),
         ({"seg": np.zeros((4, 4, 4), bool)}, "`seg` must be a 2D"),
         ({"seg": np.full((H, H), 2)}, "`seg` must be a binary mask"),
-        ({"mode": "lasso"}, "`mode` must be 'scribble' or 'click'"),
+        ({"mode": "lasso"}, "`mode` must be one of scribble, click"),
         ({"min_size": 0}, "`min_size` must be an integer >= 1"),
         ({"max_strokes": -1}, "`max_strokes`"),
         ({"depth_fraction": 1.5}, "`depth_fraction`"),

@@ -44,72 +44,27 @@ References
 
 from __future__ import annotations
 
-import numbers
-
 import numba
 import numpy as np
 
-from segrefine.errors import InputError
+from segrefine.validate import as_array, as_number, as_spacing
 
-__all__ = ["check_spacing", "geodesic_distance", "geodesic_distance_numpy"]
+__all__ = ["geodesic_distance", "geodesic_distance_numpy"]
 
 # ---------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------
 
 
-def check_spacing(spacing, ndim: int, *, name: str = "spacing") -> tuple[float, ...]:
-    """``spacing`` as ``ndim`` positive finite floats (``None`` gives all ones).
-
-    Raises
-    ------
-    InputError
-        If ``spacing`` does not hold one positive finite number per axis.
-    """
-    if spacing is None:
-        return (1.0,) * ndim
-    try:
-        values = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"`{name}` must be {ndim} positive numbers (one per axis) or None, got {spacing!r}"
-        ) from None
-    if len(values) != ndim or not all(np.isfinite(v) and v > 0 for v in values):
-        raise InputError(
-            f"`{name}` must be {ndim} positive numbers (one per axis) or None, got {spacing!r}"
-        )
-    return values
-
-
 def _check_inputs(image, seeds, spacing, lamb, iterations):
-    image = np.asarray(image)
-    seeds = np.asarray(seeds)
-    if image.ndim not in (2, 3):
-        raise InputError(
-            f"`image` must be a 2D (H, W) or 3D (I, J, K) array, got shape {image.shape}"
-        )
-    if min(image.shape) < 1:
-        raise InputError(f"`image` must not be empty, got shape {image.shape}")
-    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
-        raise InputError(f"`image` must hold numbers, got dtype {image.dtype}")
-    if np.iscomplexobj(image):
-        raise InputError(f"`image` must be real, got dtype {image.dtype}")
-    if seeds.shape != image.shape:
-        raise InputError(
-            f"`seeds` (shape {seeds.shape}) must have the same shape as `image` "
-            f"(shape {image.shape})"
-        )
-    img = image.astype(np.float64)
-    if not np.isfinite(img).all():
-        raise InputError(f"`image` must be finite, got {int((~np.isfinite(img)).sum())} NaN/inf values")
-    sp = check_spacing(spacing, image.ndim)
-    if isinstance(lamb, bool) or not isinstance(lamb, numbers.Real) or not 0.0 <= lamb <= 1.0:
-        raise InputError(f"`lamb` must be a number in [0, 1], got {lamb!r}")
-    if iterations is None:
-        iterations = 2 if image.ndim == 2 else 4
-    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
-        raise InputError(f"`iterations` must be an integer >= 1 or None, got {iterations!r}")
-    return np.ascontiguousarray(img), seeds != 0, sp, float(lamb), int(iterations)
+    img = as_array(image, "image", ndim=(2, 3), dtype=np.float64)
+    seeds = as_array(seeds, "seeds", ndim=img.ndim, shape=img.shape, finite=False)
+    sp = as_spacing(spacing, img.ndim)
+    lamb = as_number(lamb, "lamb", low=0.0, high=1.0)
+    default_iterations = 2 if img.ndim == 2 else 4
+    iterations = as_number(iterations, "iterations", low=1, integer=True, allow_none=True)
+    return (np.ascontiguousarray(img), seeds != 0, sp, lamb,
+            default_iterations if iterations is None else iterations)
 
 
 # ---------------------------------------------------------------------------

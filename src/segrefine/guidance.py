@@ -51,24 +51,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segrefine.errors import InputError
-from segrefine.validate import image_map
+from segrefine.validate import (
+    as_array,
+    as_axis,
+    as_choice,
+    as_nonnegative,
+    as_number,
+    as_probability,
+)
 
 log = logging.getLogger(__name__)
 
 
 def _check_maps(uncertainty: np.ndarray, segmentation: np.ndarray, axis: int):
-    u = np.asarray(uncertainty, dtype=np.float64)
-    y = np.asarray(segmentation)
-    if u.ndim != 3:
-        raise InputError(f"uncertainty must be 3D, got shape {u.shape}")
-    if y.shape != u.shape:
-        raise InputError(f"segmentation shape {y.shape} differs from uncertainty shape {u.shape}")
-    if axis not in (0, 1, 2):
-        raise InputError(f"axis must be 0, 1 or 2, got {axis}")
-    if not np.isfinite(u).all():
-        raise InputError("uncertainty holds NaN or inf values")
-    if (u < 0).any():
-        raise InputError("uncertainty must be non-negative")
+    u = as_nonnegative(uncertainty, "uncertainty")
+    y = as_array(segmentation, "segmentation", ndim=3, shape=u.shape, ref="uncertainty")
+    as_axis(axis)
     return u, y > 0
 
 
@@ -109,7 +107,7 @@ def slice_uncertainty(uncertainty: np.ndarray, segmentation: np.ndarray, *, axis
     other = tuple(a for a in range(3) if a != axis)
     expected = None
     if prob is not None:
-        image_map(prob, "prob", u.shape, unit_interval=True)  # shape, finite, in [0, 1]
+        as_probability(prob, "prob", ndim=3, shape=u.shape, ref="uncertainty")
         p = np.asarray(prob, dtype=np.float64)
         expected = np.minimum(p, 1.0 - p).sum(axis=other)
     umax = float(u.max())
@@ -120,8 +118,7 @@ def slice_uncertainty(uncertainty: np.ndarray, segmentation: np.ndarray, *, axis
     if zeta is None:
         nonzero = area[area > 0]
         zeta = max(1.0, 0.1 * float(np.median(nonzero))) if nonzero.size else 1.0
-    if zeta <= 0:
-        raise InputError(f"zeta must be positive, got {zeta}")
+    zeta = as_number(zeta, "zeta", low=0.0, low_open=True)
     nu = nu_naive / (area + zeta)
     return {"nu": nu, "nu_naive": nu_naive, "area": area, "zeta": float(zeta),
             "expected_errors": expected}
@@ -129,8 +126,7 @@ def slice_uncertainty(uncertainty: np.ndarray, segmentation: np.ndarray, *, axis
 
 def order_scores(scores: dict, order: str) -> np.ndarray:
     """The per-slice score that ``order`` ranks by (from :func:`slice_uncertainty`)."""
-    if order not in ORDERS:
-        raise InputError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    as_choice(order, "order", ORDERS)
     if order == "gain":
         if scores["expected_errors"] is None:
             raise InputError("order 'gain' needs the foreground probability map (prob); "
@@ -146,8 +142,7 @@ def rank_slices(scores: np.ndarray) -> list[int]:
 
 
 def budget_count(n_slices: int, budget: float) -> int:
-    if not 0 < budget <= 1:
-        raise InputError(f"budget must be in (0, 1], got {budget}")
+    budget = as_number(budget, "budget", low=0.0, high=1.0, low_open=True)
     return max(1, math.ceil(budget * n_slices))
 
 

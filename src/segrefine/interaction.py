@@ -34,47 +34,16 @@ seed give the same scribbles. Lengths are in pixels.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from scipy import ndimage
 
-from segrefine.errors import InputError
-from segrefine.validate import binary_mask
+from segrefine.validate import as_choice, as_mask, as_number
 
 __all__ = ["error_components", "simulate_scribbles"]
 
 FOREGROUND, BACKGROUND = 1, 2
 _EIGHT = np.ones((3, 3), bool)
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
-
-
-def _check_mask(mask, name: str, shape=None) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise InputError(f"`{name}` must be a 2D (H, W) mask, got shape {m.shape}")
-    if shape is not None and m.shape != shape:
-        raise InputError(f"`{name}` (shape {m.shape}) must have the same shape as `seg` (shape {shape})")
-    return binary_mask(m, name)
-
-
-def _check_int(value, name: str, low: int, *, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        extra = " or None" if allow_none else ""
-        raise InputError(f"`{name}` must be an integer >= {low}{extra}, got {value!r}")
-    return int(value)
-
-
-def _check_float(value, name: str, low: float, high: float | None = None, *, low_open=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        rng = f"{'>' if low_open else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
-        raise InputError(f"`{name}` must be a number {rng}, got {value!r}")
-    return float(value)
 
 
 def error_components(seg: np.ndarray, gt: np.ndarray, *, min_size: int = 20,
@@ -88,10 +57,10 @@ def error_components(seg: np.ndarray, gt: np.ndarray, *, min_size: int = 20,
         (over-segmented: a background stroke); see the module docstring for
         ``min_size`` and ``min_depth``.
     """
-    seg = _check_mask(seg, "seg")
-    gt = _check_mask(gt, "gt", seg.shape)
-    min_size = _check_int(min_size, "min_size", 1)
-    min_depth = _check_float(min_depth, "min_depth", 0.0)
+    seg = as_mask(seg, "seg", ndim=2)
+    gt = as_mask(gt, "gt", ndim=2, shape=seg.shape, ref="seg")
+    min_size = as_number(min_size, "min_size", low=1, integer=True)
+    min_depth = as_number(min_depth, "min_depth", low=0.0)
     return _components(seg, gt, min_size, min_depth)
 
 
@@ -254,18 +223,16 @@ def simulate_scribbles(
     -----
     See the module docstring for the procedure. Inputs are not modified.
     """
-    seg = _check_mask(seg, "seg")
-    gt = _check_mask(gt, "gt", seg.shape)
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise InputError(f"`seed` must be an integer, got {seed!r}")
-    if mode not in ("scribble", "click"):
-        raise InputError(f"`mode` must be 'scribble' or 'click', got {mode!r}")
-    min_size = _check_int(min_size, "min_size", 1)
-    max_strokes = _check_int(max_strokes, "max_strokes", 0, allow_none=True)
-    min_depth = _check_float(min_depth, "min_depth", 0.0)
-    depth_fraction = _check_float(depth_fraction, "depth_fraction", 0.0, 1.0)
-    max_length = _check_int(max_length, "max_length", 1)
-    click_radius = _check_int(click_radius, "click_radius", 0)
+    seg = as_mask(seg, "seg", ndim=2)
+    gt = as_mask(gt, "gt", ndim=2, shape=seg.shape, ref="seg")
+    as_number(seed, "seed", low=0, integer=True)
+    as_choice(mode, "mode", ("scribble", "click"))
+    min_size = as_number(min_size, "min_size", low=1, integer=True)
+    max_strokes = as_number(max_strokes, "max_strokes", low=0, integer=True, allow_none=True)
+    min_depth = as_number(min_depth, "min_depth", low=0.0)
+    depth_fraction = as_number(depth_fraction, "depth_fraction", low=0.0, high=1.0)
+    max_length = as_number(max_length, "max_length", low=1, integer=True)
+    click_radius = as_number(click_radius, "click_radius", low=0, integer=True)
 
     rng = np.random.default_rng(int(seed))
     scribbles = np.zeros(seg.shape, np.uint8)

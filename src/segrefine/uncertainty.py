@@ -26,6 +26,7 @@ from segrefine.errors import InputError
 from segrefine.nets.checkpoint import load_network, shipped_model
 from segrefine.nets.segnet import GroupedUNet
 from segrefine.preprocess import from_slices, normalise, pad_to_multiple, to_slices
+from segrefine.validate import as_axis, as_volume
 
 METHODS = ("mgnet", "unet", "mcdropout", "ensemble")
 UNCERTAINTY_KINDS = ("variance", "entropy")
@@ -73,14 +74,8 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 
 
 def _check_volume(image: np.ndarray, axis: int) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise InputError(f"image must be 3D, got shape {image.shape}")
-    if axis not in (0, 1, 2):
-        raise InputError(f"axis must be 0, 1 or 2, got {axis}")
-    if not np.isfinite(image).all():
-        raise InputError("image holds NaN or inf voxels")
-    return image
+    as_axis(axis)
+    return as_volume(image, "image")
 
 
 @torch.inference_mode()

@@ -18,12 +18,9 @@ Gaussian edge potentials. NIPS 2011.
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
-
 import numpy as np
 
-from segrefine.errors import InputError
+from segrefine.validate import as_number, as_probability, as_spacing, as_volume
 
 #: Defaults chosen on the hippocampus ``val`` split by ``segrefine bench gcn``
 #: (48 settings, docs/tuning.md; the same choice for the full- and low-data
@@ -37,48 +34,12 @@ DEFAULT_W_BILATERAL = 5.0
 DEFAULT_CLIP = 1e-5
 
 
-def _positive(name: str, value) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok:
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _non_negative(name: str, value) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-    if not ok:
-        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 def _check_inputs(image, expectation, spacing, iterations, clip):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.size == 0:
-        raise InputError(f"image must be a non-empty 3D (I, J, K) array, got shape {image.shape}")
-    if image.dtype.kind not in "biuf" or not np.isfinite(image).all():
-        raise InputError(f"image must hold finite numbers, got dtype {image.dtype} or NaN/inf values")
-    e = np.asarray(expectation)
-    if e.shape != image.shape:
-        raise InputError(f"expectation (shape {e.shape}) must have the same shape as image (shape {image.shape})")
-    if e.dtype.kind not in "biuf" or not np.isfinite(e).all():
-        raise InputError(f"expectation must hold finite numbers, got dtype {e.dtype} or NaN/inf values")
-    lo, hi = float(e.min()), float(e.max())
-    if lo < 0 or hi > 1:
-        raise InputError(f"expectation must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
-    if spacing is None:
-        sp = np.ones(3)
-    else:
-        try:
-            sp = np.asarray(spacing, dtype=np.float64)
-        except (TypeError, ValueError):
-            sp = np.zeros(0)
-        if sp.shape != (3,) or not np.isfinite(sp).all() or (sp <= 0).any():
-            raise InputError(f"spacing must be 3 positive numbers (mm along I, J, K), got {spacing!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, Integral) or iterations < 1:
-        raise InputError(f"iterations must be an integer >= 1, got {iterations!r}")
-    clip = _positive("clip", clip)
-    if clip >= 0.5:
-        raise InputError(f"clip must be in (0, 0.5), got {clip!r}")
+    image = as_volume(image, "image")
+    e = as_probability(expectation, "expectation", ndim=3, shape=image.shape, dtype=None)
+    sp = np.asarray(as_spacing(spacing, 3))
+    as_number(iterations, "iterations", low=1, integer=True)
+    clip = as_number(clip, "clip", low=0.0, high=0.5, low_open=True, high_open=True)
     return image, e, sp, clip
 
 
@@ -136,10 +97,10 @@ def dense_crf(image: np.ndarray, expectation: np.ndarray, *, spacing=None, sxyz:
     split for other data.
     """
     image, e, sp, clip = _check_inputs(image, expectation, spacing, iterations, clip)
-    sxyz, srgb, gauss_sxyz = (_positive(n, v) for n, v in
+    sxyz, srgb, gauss_sxyz = (as_number(v, n, low=0.0, low_open=True) for n, v in
                               (("sxyz", sxyz), ("srgb", srgb), ("gauss_sxyz", gauss_sxyz)))
-    w_gauss = _non_negative("w_gauss", w_gauss)
-    w_bilateral = _non_negative("w_bilateral", w_bilateral)
+    w_gauss = as_number(w_gauss, "w_gauss", low=0.0)
+    w_bilateral = as_number(w_bilateral, "w_bilateral", low=0.0)
 
     import pydensecrf.densecrf as dcrf  # lazy: a compiled extension only this baseline needs
     from pydensecrf.utils import create_pairwise_bilateral, create_pairwise_gaussian

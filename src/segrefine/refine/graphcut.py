@@ -41,15 +41,8 @@ from __future__ import annotations
 import numpy as np
 
 from segrefine.errors import InputError
-from segrefine.refine.levelset import (
-    BACKGROUND,
-    FOREGROUND,
-    check_number,
-    check_probability,
-    check_scribbles,
-    check_slice,
-    relative_spacing,
-)
+from segrefine.refine.levelset import BACKGROUND, FOREGROUND, relative_spacing
+from segrefine.validate import as_number, as_probability, as_scribbles, as_slice
 
 __all__ = ["graphcut_from_scratch", "graphcut_refine"]
 
@@ -84,7 +77,7 @@ def pairwise_weights(image: np.ndarray, *, spacing=None, sigma=None, connectivit
         For each forward offset, ``w[i, j] = exp(-(I[i, j] - I[i+di, j+dj])^2 / 2σ^2)
         / dist`` (0 where the neighbour falls outside the slice).
     """
-    img = check_slice(image, "image")
+    img = as_slice(image, "image")
     connectivity = _check_connectivity(connectivity)
     hy, hx = relative_spacing(spacing)
     offsets = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if connectivity == 8 else [])
@@ -103,7 +96,7 @@ def pairwise_weights(image: np.ndarray, *, spacing=None, sigma=None, connectivit
         all_d = np.concatenate([d[v] for d, v in diffs])
         sigma = float(all_d.std()) if all_d.size else 0.0
     else:
-        sigma = check_number(sigma, "sigma", low=0.0, low_open=True)
+        sigma = as_number(sigma, "sigma", low=0.0, low_open=True)
     out = []
     for (di, dj), (d, valid) in zip(offsets, diffs):
         dist = float(np.hypot(di * hy, dj * hx))
@@ -199,10 +192,10 @@ def graphcut_refine(
     See the module docstring for the energy. ``P`` is clipped to
     [1e-6, 1 - 1e-6] so that both unaries stay finite.
     """
-    P = check_probability(prob, "prob")
-    scr = check_scribbles(scribbles, P.shape)
-    img = P if image is None else check_slice(image, "image", shape=P.shape)
-    lam = check_number(lam, "lam", low=0.0)
+    P = as_probability(prob, "prob")
+    scr = as_scribbles(scribbles, P.shape, ref="prob")
+    img = P if image is None else as_slice(image, "image", shape=P.shape, ref="prob")
+    lam = as_number(lam, "lam", low=0.0)
     pairs = pairwise_weights(img, spacing=spacing, sigma=sigma, connectivity=connectivity)
     Pc = np.clip(P, P_CLIP, 1.0 - P_CLIP)
     return _cut(-np.log(Pc), -np.log1p(-Pc), scr, pairs, lam, keep_scribbles=bool(keep_scribbles))
@@ -215,9 +208,9 @@ def intensity_unaries(image: np.ndarray, scribbles: np.ndarray, *, bins: int = 3
     histogram is add-one smoothed and normalised. A label with no scribble gets
     a flat histogram (cost ``log bins`` everywhere).
     """
-    img = check_slice(image, "image")
-    scr = check_scribbles(scribbles, img.shape)
-    bins = check_number(bins, "bins", low=2, integer=True)
+    img = as_slice(image, "image")
+    scr = as_scribbles(scribbles, img.shape)
+    bins = as_number(bins, "bins", low=2, integer=True)
     lo, hi = float(img.min()), float(img.max())
     scale = (bins / (hi - lo)) if hi > lo else 0.0
     index = np.clip(((img - lo) * scale).astype(np.int64), 0, bins - 1)
@@ -270,9 +263,9 @@ def graphcut_from_scratch(
         On shape mismatches, non-finite values, labels other than 0/1/2 or bad
         options.
     """
-    img = check_slice(image, "image")
-    scr = check_scribbles(scribbles, img.shape)
-    lam = check_number(lam, "lam", low=0.0)
+    img = as_slice(image, "image")
+    scr = as_scribbles(scribbles, img.shape)
+    lam = as_number(lam, "lam", low=0.0)
     cost_fg, cost_bg = intensity_unaries(img, scr, bins=bins)
     pairs = pairwise_weights(img, spacing=spacing, sigma=sigma, connectivity=connectivity)
     if not scr.any():

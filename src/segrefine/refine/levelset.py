@@ -139,121 +139,39 @@ References
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable
 
-import numba
 import numpy as np
 
 from segrefine.errors import InputError
-from segrefine.geodesic import check_spacing, geodesic_distance
-from segrefine.validate import binary_mask
+from segrefine.geodesic import geodesic_distance
+from segrefine.refine.levelset_kernels import (
+    BACKGROUND,
+    FOREGROUND,
+    _evolve_numba,
+    _evolve_numpy,
+)
+from segrefine.validate import (
+    as_choice,
+    as_mask,
+    as_number,
+    as_probability,
+    as_scribbles,
+    as_slice,
+    as_spacing,
+)
 
 __all__ = ["idrlse", "idrlse_numpy", "interaction_likelihood", "stroke_width", "user_force"]
 
-NONE, FOREGROUND, BACKGROUND = 0, 1, 2
 ETA_CLIP = 1e-6
 ELL_CLIP = math.log((1.0 - ETA_CLIP) / ETA_CLIP)  # |log(η / (1 - η))| at the clip
-CONSTRAINT_LEVEL = 0.5  # |φ| forced on scribble pixels
 USER_TERMS = ("paper", "authors")
 BAND_MARGIN = 2.0  # numba kernel: band |φ| <= epsilon + BAND_MARGIN, rebuilt every `window`
 
-# ---------------------------------------------------------------------------
-# validation (shared with segrefine.refine.graphcut)
-# ---------------------------------------------------------------------------
-
-
-def check_slice(array, name: str, *, shape=None, min_size: int = 1) -> np.ndarray:
-    """``array`` as a finite float64 ``(H, W)`` array (always a copy).
-
-    ``shape``, if given, is the shape it must have; ``min_size`` the smallest
-    allowed size along each axis.
-    """
-    arr = np.asarray(array)
-    if arr.ndim != 2:
-        raise InputError(f"`{name}` must be a 2D (H, W) slice, got shape {arr.shape}")
-    if shape is not None and arr.shape != tuple(shape):
-        raise InputError(
-            f"`{name}` (shape {arr.shape}) must have the same shape as `prob`/`image` "
-            f"(shape {tuple(shape)})"
-        )
-    if min(arr.shape) < min_size:
-        raise InputError(f"`{name}` must be at least {min_size}x{min_size}, got shape {arr.shape}")
-    if arr.dtype != bool and (not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr)):
-        raise InputError(f"`{name}` must hold real numbers, got dtype {arr.dtype}")
-    out = arr.astype(np.float64)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        raise InputError(f"`{name}` must be finite, got {int(bad.sum())} NaN/inf values")
-    return out
-
-
-def check_probability(prob, name: str = "prob", *, shape=None, min_size: int = 1) -> np.ndarray:
-    """A finite float64 ``(H, W)`` copy of ``prob`` whose values lie in [0, 1]."""
-    p = check_slice(prob, name, shape=shape, min_size=min_size)
-    lo, hi = float(p.min()), float(p.max())
-    if lo < 0.0 or hi > 1.0:
-        raise InputError(
-            f"`{name}` must be a probability in [0, 1], got values in [{lo:g}, {hi:g}]"
-        )
-    return p
-
-
-def check_scribbles(scribbles, shape, name: str = "scribbles") -> np.ndarray:
-    """``scribbles`` as a ``uint8`` ``(H, W)`` copy holding only 0, 1 and 2."""
-    s = np.asarray(scribbles)
-    if s.shape != tuple(shape):
-        raise InputError(
-            f"`{name}` (shape {s.shape}) must have the same shape as `prob`/`image` "
-            f"(shape {tuple(shape)})"
-        )
-    if s.dtype != bool and (not np.issubdtype(s.dtype, np.number) or np.iscomplexobj(s)):
-        raise InputError(f"`{name}` must hold integer labels 0/1/2, got dtype {s.dtype}")
-    if s.dtype == np.uint8 and (s.size == 0 or int(s.max()) <= BACKGROUND):
-        return s.copy()  # the common case, without np.unique's sort
-    values = np.unique(s)
-    extra = values[~np.isin(values, (NONE, FOREGROUND, BACKGROUND))]
-    if extra.size:
-        shown = ", ".join(f"{v:g}" for v in extra[:5].tolist())
-        raise InputError(
-            f"`{name}` must hold only 0 (none), 1 (foreground) and 2 (background), got {shown}"
-        )
-    return s.astype(np.uint8)
-
-
-def check_mask(mask, shape, name: str) -> np.ndarray:
-    """``mask`` as a boolean ``(H, W)`` copy; it must hold only 0/1 (or bools)."""
-    m = np.asarray(mask)
-    if m.shape != tuple(shape):
-        raise InputError(
-            f"`{name}` (shape {m.shape}) must have the same shape as `prob`/`image` "
-            f"(shape {tuple(shape)})"
-        )
-    return binary_mask(m, name)
-
-
-def check_number(value, name: str, *, low=None, high=None, low_open=False, integer=False):
-    """``value`` as a float (or int) within ``[low, high]`` (``low_open``: ``> low``)."""
-    kind = "an integer" if integer else "a number"
-    valid = isinstance(value, numbers.Integral if integer else numbers.Real)
-    if not valid or isinstance(value, bool) or not math.isfinite(float(value)):
-        raise InputError(f"`{name}` must be {kind}, got {value!r}")
-    bad_low = low is not None and (value <= low if low_open else value < low)
-    bad_high = high is not None and value > high
-    if bad_low or bad_high:
-        parts = []
-        if low is not None:
-            parts.append(f"> {low:g}" if low_open else f">= {low:g}")
-        if high is not None:
-            parts.append(f"<= {high:g}")
-        raise InputError(f"`{name}` must be {kind} {' and '.join(parts)}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
 def relative_spacing(spacing) -> tuple[float, float]:
     """The 2D ``spacing`` divided by its smallest entry (``None`` -> (1, 1))."""
-    sp = check_spacing(spacing, 2)
+    sp = as_spacing(spacing, 2)
     m = min(sp)
     return (sp[0] / m, sp[1] / m)
 
@@ -300,10 +218,10 @@ def interaction_likelihood(
         a scribble set is empty (η = 0.5 everywhere without scribbles). Clipped
         to [1e-6, 1 - 1e-6].
     """
-    img = check_slice(image, "image")
-    scr = check_scribbles(scribbles, img.shape)
-    D = check_number(D, "D", low=0.0, low_open=True)
-    geodesic_lamb = check_number(geodesic_lamb, "geodesic_lamb", low=0.0, high=1.0)
+    img = as_slice(image, "image")
+    scr = as_scribbles(scribbles, img.shape)
+    D = as_number(D, "D", low=0.0, low_open=True)
+    geodesic_lamb = as_number(geodesic_lamb, "geodesic_lamb", low=0.0, high=1.0)
     return _likelihood(img, scr, relative_spacing(spacing), D, geodesic_lamb)
 
 
@@ -381,230 +299,6 @@ def _signed_distance(mask: np.ndarray, rel_spacing) -> np.ndarray:
     dist = edt.edt(mask.astype(np.uint8) + 1, anisotropy=aniso, black_border=False, parallel=1)
     dist = dist.astype(np.float64)
     return np.where(mask, dist - 0.5, 0.5 - dist)
-
-
-# ---------------------------------------------------------------------------
-# the evolution, numba
-# ---------------------------------------------------------------------------
-
-
-@numba.njit(cache=True)
-def _grad_at(f, i, j, height, width, ihx, ihy, ihx2, ihy2):
-    """``numpy.gradient`` of ``f`` at (i, j): central inside, one-sided on the border."""
-    if j == 0:
-        gx = (f[i, 1] - f[i, 0]) * ihx
-    elif j == width - 1:
-        gx = (f[i, j] - f[i, j - 1]) * ihx
-    else:
-        gx = (f[i, j + 1] - f[i, j - 1]) * ihx2
-    if i == 0:
-        gy = (f[1, j] - f[0, j]) * ihy
-    elif i == height - 1:
-        gy = (f[i, j] - f[i - 1, j]) * ihy
-    else:
-        gy = (f[i + 1, j] - f[i - 1, j]) * ihy2
-    return gx, gy
-
-@numba.njit(cache=True)
-def _evolve_numba(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_iter, margin,
-                  nx, ny, ux, uy, out, flag):
-    """``n_iter`` iterations on the narrow band chosen from ``phi`` at the call.
-
-    Interior band pixels use flat indices (neighbours at ±1 and ±width); the
-    few on the slice border go through :func:`_grad_at`.
-    """
-    height, width = phi.shape
-    n_pix = height * width
-    two_pi = 2.0 * np.pi
-    ihx2, ihy2 = 0.5 / hx, 0.5 / hy
-    ihx, ihy = 1.0 / hx, 1.0 / hy
-    lx, ly = 1.0 / (hx * hx), 1.0 / (hy * hy)
-    inv2eps = 1.0 / (2.0 * eps)
-    # the band: |φ| <= ε + margin, the scribbles' reach (ℓ != 0) and the scribbles;
-    # the halo adds the 4-neighbours whose gradients the band's update reads.
-    # H_ε is 0 or 1 off the band and those pixels do not move: their sums are fixed.
-    limit = eps + margin
-    n_band = 0
-    out_h = 0.0
-    out_ph = 0.0
-    s_p = 0.0
-    for i in range(height):
-        for j in range(width):
-            p = phi[i, j]
-            s_p += P[i, j]
-            if abs(p) <= limit or ell[i, j] != 0.0 or cons[i, j] != 0:
-                flag[i, j] = 2
-                n_band += 1
-            else:
-                flag[i, j] = 0
-                if p > 0.0:
-                    out_h += 1.0
-                    out_ph += P[i, j]
-    for i in range(height):
-        for j in range(width):
-            if flag[i, j] != 2 and (
-                (i > 0 and flag[i - 1, j] == 2)
-                or (i < height - 1 and flag[i + 1, j] == 2)
-                or (j > 0 and flag[i, j - 1] == 2)
-                or (j < width - 1 and flag[i, j + 1] == 2)
-            ):
-                flag[i, j] = 1
-    n_halo = 0
-    for i in range(height):
-        for j in range(width):
-            if flag[i, j] != 0:
-                n_halo += 1
-    band = np.empty(n_band, np.int64)
-    halo = np.empty(n_halo, np.int64)
-    band_edge = np.empty(n_band, np.bool_)
-    halo_edge = np.empty(n_halo, np.bool_)
-    band_cos = np.empty(n_band)
-    kb = 0
-    kh = 0
-    for i in range(height):
-        for j in range(width):
-            edge = i == 0 or j == 0 or i == height - 1 or j == width - 1
-            if flag[i, j] != 0:
-                halo[kh] = i * width + j
-                halo_edge[kh] = edge
-                kh += 1
-            if flag[i, j] == 2:
-                band[kb] = i * width + j
-                band_edge[kb] = edge
-                kb += 1
-    f = phi.ravel()
-    Pf = P.ravel()
-    ef = ell.ravel()
-    cf = cons.ravel()
-    nxf = nx.ravel()
-    nyf = ny.ravel()
-    uxf = ux.ravel()
-    uyf = uy.ravel()
-    of = out.ravel()
-    w = width
-    for _ in range(n_iter):
-        # Li's Neumann border: copy the values two pixels inside
-        for j in range(width):
-            phi[0, j] = phi[2, j]
-            phi[height - 1, j] = phi[height - 3, j]
-        for i in range(height):
-            phi[i, 0] = phi[i, 2]
-            phi[i, width - 1] = phi[i, width - 3]
-        # c1, c2 with the smoothed Heaviside; keep cos(πφ/ε) = ±sqrt(1 - sin²) for δ_ε
-        s_h = out_h
-        s_ph = out_ph
-        for k in range(n_band):
-            q = band[k]
-            p = f[q]
-            if p > eps:
-                h = 1.0
-            elif p < -eps:
-                h = 0.0
-            else:
-                sn = math.sin(np.pi * p / eps)
-                h = 0.5 * (1.0 + p / eps + sn / np.pi)
-                cs = math.sqrt(max(0.0, 1.0 - sn * sn))
-                band_cos[k] = cs if abs(p) <= 0.5 * eps else -cs
-            s_h += h
-            s_ph += Pf[q] * h
-        c1 = s_ph / s_h if s_h > 0.0 else 1.0
-        c2 = (s_p - s_ph) / (n_pix - s_h) if n_pix - s_h > 0.0 else 0.0
-        # pass 1 (band and halo): ∇φ, ∇φ/|∇φ| and (d_p - 1)∇φ
-        for k in range(n_halo):
-            q = halo[k]
-            if halo_edge[k]:
-                i = q // w
-                j = q - i * w
-                gx, gy = _grad_at(phi, i, j, height, width, ihx, ihy, ihx2, ihy2)
-            else:
-                gx = (f[q + 1] - f[q - 1]) * ihx2
-                gy = (f[q + w] - f[q - w]) * ihy2
-            s = math.sqrt(gx * gx + gy * gy)
-            inv = 1.0 / (s + 1e-10)
-            nxf[q] = gx * inv
-            nyf[q] = gy * inv
-            if s == 0.0:
-                dps = 1.0
-            elif s <= 1.0:
-                dps = math.sin(two_pi * s) / (two_pi * s)
-            else:
-                dps = (s - 1.0) / s
-            uxf[q] = (dps - 1.0) * gx
-            uyf[q] = (dps - 1.0) * gy
-        # pass 2 (band): the update
-        for k in range(n_band):
-            q = band[k]
-            p = f[q]
-            if band_edge[k]:
-                i = q // w
-                j = q - i * w
-                dnx, _ = _grad_at(nx, i, j, height, width, ihx, ihy, ihx2, ihy2)
-                _, dny = _grad_at(ny, i, j, height, width, ihx, ihy, ihx2, ihy2)
-                dux, _ = _grad_at(ux, i, j, height, width, ihx, ihy, ihx2, ihy2)
-                _, duy = _grad_at(uy, i, j, height, width, ihx, ihy, ihx2, ihy2)
-                im = i - 1 if i > 0 else 0
-                ip = i + 1 if i < height - 1 else height - 1
-                jm = j - 1 if j > 0 else 0
-                jp = j + 1 if j < width - 1 else width - 1
-                lap = (phi[i, jp] + phi[i, jm] - 2.0 * p) * lx + (phi[ip, j] + phi[im, j] - 2.0 * p) * ly
-            else:
-                dnx = (nxf[q + 1] - nxf[q - 1]) * ihx2
-                dux = (uxf[q + 1] - uxf[q - 1]) * ihx2
-                dny = (nyf[q + w] - nyf[q - w]) * ihy2
-                duy = (uyf[q + w] - uyf[q - w]) * ihy2
-                lap = (f[q + 1] + f[q - 1] - 2.0 * p) * lx + (f[q + w] + f[q - w] - 2.0 * p) * ly
-            force = mu * (dux + duy + lap) + beta * ef[q]
-            if -eps <= p <= eps:
-                delta = (1.0 + band_cos[k]) * inv2eps
-                pq = Pf[q]
-                region = (pq - c1) * (pq - c1) - (pq - c2) * (pq - c2)
-                force += delta * (lam * (dnx + dny) - alpha * region)
-            v = p + dt * force
-            c = cf[q]
-            if c == 1 and v < 0.5:
-                v = 0.5
-            elif c == 2 and v > -0.5:
-                v = -0.5
-            of[q] = v
-        for k in range(n_band):
-            f[band[k]] = of[band[k]]
-
-
-# ---------------------------------------------------------------------------
-# the evolution, NumPy (reference and speed baseline)
-# ---------------------------------------------------------------------------
-
-
-def _evolve_numpy(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_iter):
-    fg, bg = cons == FOREGROUND, cons == BACKGROUND
-    for _ in range(n_iter):
-        phi[0, :], phi[-1, :] = phi[2, :], phi[-3, :]
-        phi[:, 0], phi[:, -1] = phi[:, 2], phi[:, -3]
-        band = np.abs(phi) <= eps
-        heav = np.where(phi > eps, 1.0, 0.0)
-        heav[band] = 0.5 * (1.0 + phi[band] / eps + np.sin(np.pi * phi[band] / eps) / np.pi)
-        s_h = heav.sum()
-        c1 = (P * heav).sum() / s_h if s_h > 0 else 1.0
-        c2 = (P * (1.0 - heav)).sum() / (phi.size - s_h) if phi.size - s_h > 0 else 0.0
-
-        gy, gx = np.gradient(phi, hy, hx)
-        s = np.sqrt(gx**2 + gy**2)
-        nx, ny = gx / (s + 1e-10), gy / (s + 1e-10)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dps = np.where(s <= 1.0, np.sin(2 * np.pi * s) / (2 * np.pi * s), (s - 1.0) / s)
-        dps[s == 0] = 1.0
-        curvature = np.gradient(nx, hx, axis=1) + np.gradient(ny, hy, axis=0)
-        padded = np.pad(phi, 1, mode="edge")
-        lap = (padded[1:-1, 2:] + padded[1:-1, :-2] - 2 * phi) / hx**2 + (
-            padded[2:, 1:-1] + padded[:-2, 1:-1] - 2 * phi
-        ) / hy**2
-        dist_reg = np.gradient((dps - 1) * gx, hx, axis=1) + np.gradient((dps - 1) * gy, hy, axis=0)
-        dist_reg += lap
-        delta = np.where(band, (1.0 + np.cos(np.pi * phi / eps)) / (2 * eps), 0.0)
-        region = (P - c1) ** 2 - (P - c2) ** 2
-        phi += dt * (mu * dist_reg + delta * (lam * curvature - alpha * region) + beta * ell)
-        phi[fg] = np.maximum(phi[fg], CONSTRAINT_LEVEL)
-        phi[bg] = np.minimum(phi[bg], -CONSTRAINT_LEVEL)
 
 
 # ---------------------------------------------------------------------------
@@ -733,30 +427,29 @@ def idrlse_numpy(prob: np.ndarray, scribbles: np.ndarray, **options) -> tuple[np
 def _idrlse(prob, scribbles, *, init, image, spacing, alpha, beta, lam, mu, D, max_iter, dt,
             epsilon, tol, window, geodesic_lamb, user_term, D_rel, reach_by_width, min_iter, iter_callback, backend):
     t0 = time.perf_counter()
-    P = check_probability(prob, "prob", min_size=3)
-    scr = check_scribbles(scribbles, P.shape)
-    mask0 = P > 0.5 if init is None else check_mask(init, P.shape, "init")
-    img = P if image is None else check_slice(image, "image", shape=P.shape)
+    P = as_probability(prob, "prob", min_size=3)
+    scr = as_scribbles(scribbles, P.shape, ref="prob")
+    mask0 = P > 0.5 if init is None else as_mask(init, "init", shape=P.shape, ref="prob")
+    img = P if image is None else as_slice(image, "image", shape=P.shape, ref="prob")
     hy, hx = relative_spacing(spacing)
-    alpha = check_number(alpha, "alpha", low=0.0)
-    beta = check_number(beta, "beta", low=0.0)
-    lam = check_number(lam, "lam", low=0.0)
-    mu = check_number(mu, "mu", low=0.0)
-    D = check_number(D, "D", low=0.0, low_open=True)
-    max_iter = check_number(max_iter, "max_iter", low=0, integer=True)
-    dt = check_number(dt, "dt", low=0.0, low_open=True)
-    epsilon = check_number(epsilon, "epsilon", low=0.0, low_open=True)
-    tol = check_number(tol, "tol", low=0, integer=True)
-    window = check_number(window, "window", low=1, integer=True)
-    geodesic_lamb = check_number(geodesic_lamb, "geodesic_lamb", low=0.0, high=1.0)
+    alpha = as_number(alpha, "alpha", low=0.0)
+    beta = as_number(beta, "beta", low=0.0)
+    lam = as_number(lam, "lam", low=0.0)
+    mu = as_number(mu, "mu", low=0.0)
+    D = as_number(D, "D", low=0.0, low_open=True)
+    max_iter = as_number(max_iter, "max_iter", low=0, integer=True)
+    dt = as_number(dt, "dt", low=0.0, low_open=True)
+    epsilon = as_number(epsilon, "epsilon", low=0.0, low_open=True)
+    tol = as_number(tol, "tol", low=0, integer=True)
+    window = as_number(window, "window", low=1, integer=True)
+    geodesic_lamb = as_number(geodesic_lamb, "geodesic_lamb", low=0.0, high=1.0)
     if iter_callback is not None and not callable(iter_callback):
         raise InputError(f"`iter_callback` must be callable or None, got {iter_callback!r}")
-    if user_term not in USER_TERMS:
-        raise InputError(f"`user_term` must be one of {', '.join(USER_TERMS)}, got {user_term!r}")
-    D_rel = check_number(D_rel, "D_rel", low=0.0)
+    as_choice(user_term, "user_term", USER_TERMS)
+    D_rel = as_number(D_rel, "D_rel", low=0.0)
     if not isinstance(reach_by_width, (bool, np.bool_)):
         raise InputError(f"`reach_by_width` must be True or False, got {reach_by_width!r}")
-    min_iter = check_number(min_iter, "min_iter", low=0, integer=True)
+    min_iter = as_number(min_iter, "min_iter", low=0, integer=True)
 
     fg, bg = scr == FOREGROUND, scr == BACKGROUND
     start = (mask0 | fg) & ~bg

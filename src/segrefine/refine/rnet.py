@@ -75,10 +75,10 @@ def rnet_refine(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, s
     """Refined bool mask ``(H, W)`` of one slice; the scribbled pixels are set to their
     label at the end unless ``keep_scribbles`` is False (the network's own output)."""
     from segrefine.nets.checkpoint import shipped_model
-    from segrefine.refine.levelset import check_probability, check_scribbles
+    from segrefine.validate import as_probability, as_scribbles
 
-    prob = check_probability(prob)
-    scr = check_scribbles(scribbles, prob.shape)
+    prob = as_probability(prob)
+    scr = as_scribbles(scribbles, prob.shape, ref="prob")
     if np.shape(image) != prob.shape:
         raise InputError(f"image shape {np.shape(image)} differs from prob shape {prob.shape}")
     net = _load(str(model or shipped_model("rnet")))

@@ -59,10 +59,10 @@ def preset_params(preset: str, method: str) -> dict:
 
 def paint(init: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
     """Painting: ``init`` with foreground scribbles set True and background ones False."""
-    from segrefine.refine.levelset import check_mask, check_scribbles
+    from segrefine.validate import as_mask, as_scribbles
 
-    scr = check_scribbles(scribbles, np.shape(scribbles))
-    mask = check_mask(init, scr.shape, "init")
+    scr = as_scribbles(scribbles, np.shape(scribbles))
+    mask = as_mask(init, "init", shape=scr.shape, ref="scribbles")
     mask[scr == 1] = True
     mask[scr == 2] = False
     return mask

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import cc3d
 import numpy as np
@@ -15,6 +14,14 @@ from scipy import ndimage
 
 from segrefine.errors import InputError
 from segrefine.uncertainty import binary_entropy
+from segrefine.validate import (
+    as_array,
+    as_choice,
+    as_number,
+    as_spacing,
+    as_volume,
+    in_unit_interval,
+)
 
 #: Voxels added on each side (per axis) of the bounding box of the prediction's
 #: largest component. Chosen on the hippocampus `val` split (`segrefine bench gcn`,
@@ -55,67 +62,14 @@ RELABEL = ("uncertain", "all")
 # --------------------------------------------------------------------------- validation
 
 
-def _volume(name: str, value, *, shape: tuple | None = None, ref: str = "image") -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.ndim != 3:
-        raise InputError(f"{name} must be a 3D (I, J, K) array, got shape {arr.shape}")
-    if shape is not None and arr.shape != tuple(shape):
-        raise InputError(f"{name} (shape {arr.shape}) must have the same shape as {ref} (shape {tuple(shape)})")
-    if arr.size == 0:
-        raise InputError(f"{name} must not be empty, got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise InputError(f"{name} must be finite, got NaN or inf values")
-    return arr
-
-
-def _unit_interval(name: str, arr: np.ndarray) -> np.ndarray:
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
-        raise InputError(f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
-    return arr
-
-
-def _check_tau(tau) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, Real) or not 0.0 < float(tau) <= 1.0:
-        raise InputError(f"tau must be a number in (0, 1] (entropy threshold in bits), got {tau!r}")
-    return float(tau)
-
-
-def _check_spacing(spacing) -> np.ndarray:
-    if spacing is None:
-        return np.ones(3)
-    try:
-        s = np.asarray(spacing, dtype=np.float64)
-    except (TypeError, ValueError):
-        s = None
-    if s is None or s.shape != (3,) or not np.isfinite(s).all() or (s <= 0).any():
-        raise InputError(f"spacing must be 3 positive numbers (mm along I, J, K), got {spacing!r}")
-    return s
-
-
 def _check_margin(margin) -> tuple[int, int, int]:
     m = np.asarray(margin)
     if m.ndim == 0:
         m = np.repeat(m, 3)
     if m.shape != (3,) or m.dtype.kind not in "iu" or (m < 0).any():
-        raise InputError(f"margin must be a non-negative int or 3 of them (voxels along I, J, K), got {margin!r}")
+        raise InputError(f"`margin` must be a non-negative int or 3 of them (voxels along I, J, K), "
+                         f"got {margin!r}")
     return tuple(int(v) for v in m)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InputError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
 
 
 def _check_sigmas(sigmas) -> tuple[float, float, float] | None:
@@ -126,29 +80,16 @@ def _check_sigmas(sigmas) -> tuple[float, float, float] | None:
     except (TypeError, ValueError):
         s = ()
     if len(s) != 3 or not all(math.isfinite(v) and v > 0 for v in s):
-        raise InputError(f"sigmas must be None or 3 positive numbers (σ_e, σ_i, σ_p), got {sigmas!r}")
+        raise InputError(f"`sigmas` must be None or 3 positive numbers (σ_e, σ_i, σ_p), got {sigmas!r}")
     return s
 
 
 def _check_training(epochs, lr, weight_decay, backend) -> tuple[int, float, float]:
-    epochs = _check_int("epochs", epochs, 1)
-    lr = _check_positive("lr", lr)
-    weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
-    if backend not in ("torch", "scipy"):
-        raise InputError(f"backend must be 'torch' or 'scipy', got {backend!r}")
+    epochs = as_number(epochs, "epochs", low=1, integer=True)
+    lr = as_number(lr, "lr", low=0.0, low_open=True)
+    weight_decay = as_number(weight_decay, "weight_decay", low=0.0)
+    as_choice(backend, "backend", ("torch", "scipy"))
     return epochs, lr, weight_decay
-
-
-def _check_fraction(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) <= 1.0:
-        raise InputError(f"train_fraction must be a number in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_seed(seed) -> int | None:
-    if seed is None:
-        return None
-    return _check_int("seed", seed, 0)
 
 
 # --------------------------------------------------------------------------- MC statistics
@@ -174,14 +115,7 @@ def mc_statistics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     This is the paper's model entropy ``U = -Σ_c P_c log P_c`` for ``M = 2``
     classes with ``P_1 = E``, written in bits so that its maximum is 1.
     """
-    s = np.asarray(samples)
-    if s.ndim != 4:
-        raise InputError(f"samples must be a 4D (T, I, J, K) array, got shape {s.shape}")
-    if s.size == 0:
-        raise InputError(f"samples must not be empty, got shape {s.shape}")
-    if s.dtype.kind not in "biuf" or (s.dtype.kind == "f" and not np.isfinite(s).all()):
-        raise InputError(f"samples must be finite numbers, got dtype {s.dtype} or NaN/inf values")
-    _unit_interval("samples", s)
+    s = in_unit_interval(as_array(samples, "samples", ndim=4), "samples")
     expectation = s.mean(axis=0, dtype=np.float64).astype(np.float32)
     return expectation, binary_entropy(expectation)
 
@@ -208,7 +142,7 @@ def prediction_roi(prediction: np.ndarray, *, margin=DEFAULT_MARGIN) -> tuple[sl
     Components are 26-connected (``cc3d``). Other components only lie in the
     ROI if they fall inside the box.
     """
-    pred = _volume("prediction", prediction) != 0
+    pred = as_volume(prediction, "prediction") != 0
     m = _check_margin(margin)
     if not pred.any():
         return None
@@ -321,39 +255,21 @@ def _node_mask(nodes: str, e_roi: np.ndarray, h_roi: np.ndarray, tau: float) -> 
     return mask
 
 
-def _check_nodes(nodes) -> str:
-    if nodes not in NODE_SETS:
-        raise InputError(f"nodes must be one of {', '.join(NODE_SETS)}, got {nodes!r}")
-    return nodes
-
-
-def _check_scheme(graph) -> str:
-    if graph not in SCHEMES:
-        raise InputError(f"graph must be one of {', '.join(SCHEMES)}, got {graph!r}")
-    return graph
-
-
-def _check_relabel(relabel) -> str | None:
-    if relabel is not None and relabel not in RELABEL:
-        raise InputError(f"relabel must be None or one of {', '.join(RELABEL)}, got {relabel!r}")
-    return relabel
-
-
 def _prepare(image, expectation, entropy, prediction, *, tau, margin, spacing, k, seed, nodes,
              sigmas, graph="ours") -> _Inputs:
-    image = _volume("image", image)
-    expectation = _unit_interval("expectation", _volume("expectation", expectation, shape=image.shape))
-    entropy = _unit_interval("entropy", _volume("entropy", entropy, shape=image.shape))
-    prediction = _volume("prediction", prediction, shape=image.shape)
-    tau = _check_tau(tau)
+    image = as_volume(image, "image")
+    expectation = in_unit_interval(as_volume(expectation, "expectation", shape=image.shape), "expectation")
+    entropy = in_unit_interval(as_volume(entropy, "entropy", shape=image.shape), "entropy")
+    prediction = as_volume(prediction, "prediction", shape=image.shape)
+    tau = as_number(tau, "tau", low=0.0, high=1.0, low_open=True)
     roi = prediction_roi(prediction, margin=margin)
     if roi is None:
         raise InputError("prediction is empty: there is no structure to build a graph around")
     crops = [np.asarray(a[roi]) for a in (image, expectation, entropy, prediction)]
-    mask = _node_mask(_check_nodes(nodes), crops[1], crops[2], tau)
+    mask = _node_mask(as_choice(nodes, "nodes", NODE_SETS), crops[1], crops[2], tau)
     return _Inputs(roi=roi, image=crops[0], expectation=crops[1], entropy=crops[2], prediction=crops[3] != 0,
-                   mask=mask, spacing=_check_spacing(spacing), tau=tau, k=_check_int("k", k, 0),
-                   seed=_check_seed(seed), sigmas=_check_sigmas(sigmas), scheme=_check_scheme(graph))
+                   mask=mask, spacing=np.asarray(as_spacing(spacing, 3)), tau=tau, k=as_number(k, "k", low=0, integer=True),
+                   seed=as_number(seed, "seed", low=0, integer=True, allow_none=True), sigmas=_check_sigmas(sigmas), scheme=as_choice(graph, "graph", SCHEMES))
 
 
 def _random_pairs(n: int, k: int, seed: int | None) -> np.ndarray:

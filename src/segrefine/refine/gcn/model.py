@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import numba
 import numpy as np
 import torch
 
-from segrefine.errors import InputError
-from segrefine.refine.gcn.graph import _check_int, _check_seed
+from segrefine.validate import as_number
 
 # --------------------------------------------------------------------------- GCN
 
@@ -183,12 +181,10 @@ class GCN(torch.nn.Module):
     def __init__(self, in_features: int = 3, hidden: int = 32, *, dropout: float = 0.5,
                  seed: int | None = 0):
         super().__init__()
-        in_features = _check_int("in_features", in_features, 1)
-        hidden = _check_int("hidden", hidden, 1)
-        if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0.0 <= dropout < 1.0:
-            raise InputError(f"dropout must be a number in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
-        self._rng = np.random.default_rng(_check_seed(seed))
+        in_features = as_number(in_features, "in_features", low=1, integer=True)
+        hidden = as_number(hidden, "hidden", low=1, integer=True)
+        self.dropout = as_number(dropout, "dropout", low=0.0, high=1.0, high_open=True)
+        self._rng = np.random.default_rng(as_number(seed, "seed", low=0, integer=True, allow_none=True))
 
         def glorot(fan_in, fan_out):
             limit = math.sqrt(6.0 / (fan_in + fan_out))

@@ -14,27 +14,22 @@ from segrefine.refine.gcn.graph import (
     AUTHORS_TRAIN_FRACTION,
     DEFAULT_MARGIN,
     DEFAULT_MAX_NODES,
+    NODE_SETS,
     REDUCED_DILATION,
+    RELABEL,
+    SCHEMES,
     _build,
-    _check_int,
     _check_margin,
-    _check_nodes,
-    _check_relabel,
-    _check_scheme,
-    _check_seed,
     _check_sigmas,
-    _check_spacing,
-    _check_tau,
     _check_training,
     _Inputs,
     _node_mask,
     _prepare,
-    _unit_interval,
-    _volume,
     mc_statistics,
 )
 from segrefine.refine.gcn.train import train_gcn
 from segrefine.uncertainty import binary_entropy
+from segrefine.validate import as_choice, as_number, as_spacing, as_volume, in_unit_interval
 
 # --------------------------------------------------------------------------- refinement
 
@@ -118,40 +113,40 @@ def refine_gcn(image: np.ndarray, samples: np.ndarray | None = None, *, prob: np
     its nodes simply have no neighbours along that axis. Inputs are not modified.
     """
     start = time.perf_counter()
-    image = _volume("image", image)
+    image = as_volume(image, "image")
     if (samples is None) == (prob is None):
         given = "both" if samples is not None else "neither"
         raise InputError(f"give exactly one of samples (T, I, J, K) or prob (I, J, K), got {given}")
     if samples is not None:
         s = np.asarray(samples)
         if s.ndim != 4 or s.shape[1:] != image.shape:
-            raise InputError(f"samples (shape {s.shape}) must be (T, I, J, K) with (I, J, K) equal to "
+            raise InputError(f"`samples` (shape {s.shape}) must be (T, I, J, K) with (I, J, K) equal to "
                              f"the image shape {image.shape}")
         if entropy is not None:
             raise InputError("entropy is computed from samples; pass entropy only with prob")
         e, h = mc_statistics(s)
     else:
-        e = _unit_interval("prob", _volume("prob", prob, shape=image.shape))
+        e = in_unit_interval(as_volume(prob, "prob", shape=image.shape), "prob")
         if entropy is None:
             h = binary_entropy(e)
         else:
-            h = _unit_interval("entropy", _volume("entropy", entropy, shape=image.shape))
+            h = in_unit_interval(as_volume(entropy, "entropy", shape=image.shape), "entropy")
     if prediction is None:
         pred = e > 0.5
     else:
-        pred = _volume("prediction", prediction, shape=image.shape) != 0
-    tau = _check_tau(tau)
+        pred = as_volume(prediction, "prediction", shape=image.shape) != 0
+    tau = as_number(tau, "tau", low=0.0, high=1.0, low_open=True)
     # every option is checked now, even when an empty prediction ends the call early
-    _check_spacing(spacing)
+    np.asarray(as_spacing(spacing, 3))
     _check_margin(margin)
-    _check_int("k", k, 0)
+    as_number(k, "k", low=0, integer=True)
     _check_sigmas(sigmas)
-    _check_seed(seed)
-    _check_nodes(nodes)
-    _check_scheme(graph)
-    relabel = _check_relabel(relabel) or ("all" if graph == "authors" else "uncertain")
+    as_number(seed, "seed", low=0, integer=True, allow_none=True)
+    as_choice(nodes, "nodes", NODE_SETS)
+    as_choice(graph, "graph", SCHEMES)
+    relabel = as_choice(relabel, "relabel", RELABEL, allow_none=True) or ("all" if graph == "authors" else "uncertain")
     if max_nodes is not None:
-        max_nodes = _check_int("max_nodes", max_nodes, 1)
+        max_nodes = as_number(max_nodes, "max_nodes", low=1, integer=True)
     _check_training(epochs, lr, weight_decay, backend)
 
     refined = pred.astype(np.uint8)

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from segrefine.errors import InputError
-from segrefine.refine.gcn.graph import Graph, _check_fraction, _check_positive, _check_training
+from segrefine.refine.gcn.graph import Graph, _check_training
 from segrefine.refine.gcn.model import GCN, propagate
+from segrefine.validate import as_number
 
 
 @dataclass
@@ -81,7 +82,7 @@ def train_gcn(graph: Graph, *, epochs: int = 200, lr: float = 1e-2, weight_decay
     ``F.dropout`` on the ``(N, 32)`` activations) takes about 90 s.
     """
     epochs, lr, weight_decay = _check_training(epochs, lr, weight_decay, backend)
-    train_fraction, loss_weight = _check_fraction(train_fraction), _check_positive("loss_weight", loss_weight)
+    train_fraction, loss_weight = as_number(train_fraction, "train_fraction", low=0.0, high=1.0, low_open=True), as_number(loss_weight, "loss_weight", low=0.0, low_open=True)
     labelled = np.flatnonzero(graph.labels >= 0)
     if labelled.size == 0:
         raise InputError("graph has no labelled node (every node is uncertain): nothing to train on")
