@@ -5,6 +5,9 @@ info; then the DICOM path (a series in the datastore, ``/infer?output=dicom_seg`
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import json
 import shutil
 from pathlib import Path
 
@@ -202,3 +205,58 @@ def test_dicom_series_in_the_datastore_and_dicom_seg_out(served, tmp_path):
 
         r = http.post("/infer/segmentation", params={"image": "imagesTr/hippocampus_004", "output": "dicom_seg"})
         assert r.status_code == 400 and "not a DICOM series" in r.json()["detail"]
+
+
+def test_slicer_session_for_a_locally_loaded_volume(served, hippo, tmp_path):
+    """A volume loaded in Slicer (not from the datastore) goes through /session/."""
+    url, _, _ = served
+    client = client_mod.MONAILabelClient(url, tmpdir=str(tmp_path), client_id="slicer-test")
+    local = tmp_path / "tmpvolume.nii.gz"
+    shutil.copy(hippo / "imagesTr" / "hippocampus_008.nii.gz", local)
+    session = client.create_session(str(local))
+    sid = session["session_id"]
+    assert client.get_session(sid)["session_id"] == sid
+    result, params = client.infer("segmentation", "MRHead", {}, session_id=sid)
+    expected = Predictor("mgnet")(io.load(local).array).label > 0
+    assert np.array_equal(io.load(result).array > 0, expected)
+    assert sid not in client.datastore()["objects"]  # a session image is not a datastore image
+    client.remove_session(sid)
+    with pytest.raises(client_mod.MONAILabelClientException):
+        client.get_session(sid)
+    r = httpx.post(f"{url}/infer/segmentation", params={"image": "x", "session_id": sid})
+    assert r.status_code == 404 and "expired or removed" in r.json()["detail"]
+
+
+def test_scribbles_keep_other_segments_unless_overwrite(served, tmp_path):
+    """Two segments: refining one (Graph Cut: it follows MG-Net's probability, not the current
+    segment) does not take the other's voxels (lock), unless overwrite."""
+    url, root, _ = served
+    image_id = f"imagesTr/{CASES[1]}"
+    volume = io.load(root / "imagesTr" / f"{CASES[1]}.nii.gz")
+    seg = Predictor("mgnet")(volume.array).label > 0
+    k = int(np.argmax(seg.sum((0, 1))))
+    ys, xs = np.nonzero(seg[:, :, k])
+    labelmap = seg.astype(np.uint8)
+    other = np.zeros(seg.shape, bool)
+    other[:, :, k] = seg[:, :, k] & (np.arange(seg.shape[0])[:, None] >= np.median(ys))  # half the mask
+    labelmap[other] = 5
+    labelmap[ys[0], xs[0], k] = 2  # a foreground stroke inside the kept half
+    strokes = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti1Image(labelmap, volume.affine), str(strokes))
+    info = LABEL_INFO + [{"name": "other", "id": 5}]
+    results = {}
+    for overwrite in (False, True):
+        params = {"label_info": info, "selected_label_name": "hippocampus", "overwrite": overwrite,
+                  "result_extension": ".nii.gz"}
+        with httpx.Client(base_url=url, timeout=120) as http, open(strokes, "rb") as fh:
+            r = http.post("/infer/scribbles_graphcut", params={"image": image_id, "output": "all"},
+                          data={"params": json.dumps(params)}, files={"label": ("two.nii.gz", fh)})
+        assert r.status_code == 200, r.text
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {r.headers['content-type']}\r\n\r\n".encode() + r.content)
+        parts = list(msg.iter_parts())
+        (tmp_path / f"r{overwrite}.nii.gz").write_bytes(parts[1].get_payload(decode=True))
+        results[overwrite] = io.load(tmp_path / f"r{overwrite}.nii.gz").array > 0
+    assert not (results[False] & other).any()
+    assert (results[True] & other).any()  # the refinement does reach into the other segment
+    assert np.array_equal(results[False], results[True] & ~other)

@@ -60,7 +60,7 @@ def default_web_dir() -> Path:
 WEB_DIR = default_web_dir()
 NIIVUE_DIST = Path("node_modules") / "@niivue" / "niivue" / "dist"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-UPLOAD_PATHS = re.compile(r"^(/api/sessions/(upload|[^/]+/maps|[^/]+/scribbles/png)|/datastore/(|image|label)|/infer/[^/]+)$")
+UPLOAD_PATHS = re.compile(r"^(/api/sessions/(upload|[^/]+/maps|[^/]+/scribbles/png)|/datastore/(|image|label)|/infer/[^/]+|/session/)$")
 
 
 async def send_error(send, status: int, detail: str, *, close: bool = False) -> None:

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -51,6 +52,9 @@ MAX_LISTED = 5000
 MAX_ID = 128
 DEFAULT_TAG = "final"
 ORIGINAL_TAG = "original"
+#: a session image (``PUT /session/``: Slicer's volume loaded locally) is ``session-`` + 16 hex
+SESSION_ID = re.compile(r"session-[0-9a-f]{16}")
+MAX_SESSIONS = 32
 
 
 class UnknownImage(LookupError):
@@ -74,7 +78,7 @@ class Image:
     def name(self) -> str:
         if self.kind == "dicom":
             return self.path.name + ".nii.gz"
-        return self.path.name if self.kind == "file" else self.path.name.split("__", 1)[-1]
+        return self.path.name if self.kind in ("file", "session") else self.path.name.split("__", 1)[-1]
 
     @property
     def key(self) -> str:
@@ -116,7 +120,7 @@ class Datastore:
         self.data_root = data_root
         self.folder = io.check_writable_dir(folder)
         self.max_voxels = max_voxels
-        for sub in ("images", "labels", "cache"):
+        for sub in ("images", "labels", "cache", "sessions"):
             (self.folder / sub).mkdir(exist_ok=True)
         self._lock = threading.RLock()
         self._predict_lock = threading.Lock()
@@ -167,6 +171,11 @@ class Datastore:
         return found
 
     def get(self, image_id: str) -> Image:
+        if SESSION_ID.fullmatch(image_id or ""):
+            found = self.session(image_id)
+            if found is None:
+                raise UnknownImage(f"no session {image_id!r} (expired or removed): upload the image again")
+            return found
         if self.data_root is not None and "/" in (image_id or ""):
             found = next((im for im in self._root_images() if im.id == image_id), None)
         else:
@@ -230,6 +239,44 @@ class Datastore:
             if previous and previous != name:
                 (folder / previous).unlink(missing_ok=True)
         return Image(image_id, folder / name, "upload")
+
+    # ------------------------------------------------------------------ sessions
+    def add_session(self, stream, filename: str, scratch: Path) -> Image:
+        """Keep an image a client sent for inference only (not listed in the datastore); the
+        oldest sessions past :data:`MAX_SESSIONS` are removed."""
+        dest = uploads.receive(stream, filename, scratch, max_voxels=self.max_voxels)
+        array = uploads.load_received(dest, filename)
+        if array.ndim != 3:
+            raise InputError(f"{filename}: expected a 3D image, got shape {array.shape}")
+        session_id = "session-" + secrets.token_hex(8)
+        root = self.folder / "sessions"
+        with self._lock:
+            folder = root / session_id
+            folder.mkdir()
+            shutil.move(str(dest), folder / dest.name)
+            with io.atomic_path(folder / "session.json") as tmp:
+                tmp.write_text(json.dumps({"id": session_id, "file": dest.name, "ts": time.time()}),
+                               encoding="utf-8")
+            folders = sorted((f for f in root.iterdir() if (f / "session.json").is_file()),
+                             key=lambda f: json.loads((f / "session.json").read_text(encoding="utf-8"))["ts"])
+            for old in folders[:-MAX_SESSIONS]:
+                shutil.rmtree(old, ignore_errors=True)
+        return Image(session_id, folder / dest.name, "session")
+
+    def session(self, session_id: str) -> Image | None:
+        if not SESSION_ID.fullmatch(session_id or ""):
+            return None
+        meta = self.folder / "sessions" / session_id / "session.json"
+        if not meta.is_file():
+            return None
+        record = json.loads(meta.read_text(encoding="utf-8"))
+        return Image(session_id, meta.parent / record["file"], "session")
+
+    def remove_session(self, session_id: str) -> bool:
+        found = self.session(session_id)
+        if found is not None:
+            shutil.rmtree(found.path.parent, ignore_errors=True)
+        return found is not None
 
     # ------------------------------------------------------------------ labels
     def _label_dir(self, image_id: str, tag: str) -> Path:

@@ -17,10 +17,13 @@ Endpoints (the protocol of Project-MONAI/MONAILabel, written anew for our models
   or a DICOM SEG (DICOM series images only). The scribbles models read the ``label`` file
   part: Slicer's label map of all segments, whose ``foreground_scribbles`` and
   ``background_scribbles`` values are given in ``params.label_info``; the segment
-  ``params.selected_label_name`` is refined on every slice that holds strokes;
+  ``params.selected_label_name`` is refined on every slice that holds strokes, without
+  taking voxels of the other segments unless ``params.overwrite`` is true;
 - ``GET /datastore/``, ``GET /datastore/image?image=ID``, ``PUT /datastore/?image=ID``
   (also ``/datastore/image``), ``PUT /datastore/label?image=ID[&tag=final]``,
-  ``GET /datastore/label?label=ID&tag=TAG[&version=N]``, ``GET /datastore/image/info``.
+  ``GET /datastore/label?label=ID&tag=TAG[&version=N]``, ``GET /datastore/image/info``;
+- ``PUT /session/`` (a ``files`` part: a volume loaded in Slicer, kept for inference only,
+  the 32 newest), ``GET``/``DELETE /session/{id}``; ``/infer`` takes ``session_id``.
 
 Safety is the ``/api``'s: the datastore lists only what lies inside the data root, every
 image header is checked against the voxel cap before a voxel is read (413), uploads are
@@ -267,9 +270,16 @@ def _scribbles(ds: Datastore, image: Image, volume: io.Volume, pred: dict, uploa
         init, source = pred["label"] > 0, "MG-Net's segmentation (the segment was empty)"
     mask, refined = refine_volume(volume.array, pred["prob"], scribbles, init=init, method=method, axis=2,
                                   spacing=volume.spacing)
+    # lock rule: the refined segment does not take voxels of the other segments unless
+    # params.overwrite is true (foreground strokes painted over them do take them)
+    others = [v for n, v in ids.items() if n not in (selected, FG_SCRIBBLES, BG_SCRIBBLES, "background")]
+    locked = np.isin(labelmap, others) & (mask > 0)
+    if params.get("overwrite") is not True:
+        mask[locked] = 0
     corrected = ds.add_corrected(image.id, refined)
     return mask, {"label_names": {selected: 1}, "method": method, "refined_slices": refined,
-                  "corrected_slices": corrected, "initial_mask": source, "axis": 2}
+                  "corrected_slices": corrected, "initial_mask": source, "axis": 2,
+                  "overwrite": params.get("overwrite") is True, "other_segment_voxels": int(locked.sum())}
 
 
 def _infer(ds: Datastore, scratch: Path, model: str, image_id: str, output: str, params: dict,
@@ -282,8 +292,9 @@ def _infer(ds: Datastore, scratch: Path, model: str, image_id: str, output: str,
     if model == SEGMENTATION:
         value = next(iter(labels.values()))
         mask = (pred["label"] > 0).astype(np.uint8) * value
-        ds.save_label(image, mask, volume, ORIGINAL_TAG, {"params": {"label_names": labels},
-                                                           "model": SEGMENTATION}, once=True)
+        if image.kind != "session":  # a session image is not in the datastore: no label kept
+            ds.save_label(image, mask, volume, ORIGINAL_TAG, {"params": {"label_names": labels},
+                                                               "model": SEGMENTATION}, once=True)
         out = {"label_names": labels, **{k: v for k, v in pred["summary"].items() if k != "shape"}}
         names = labels
     else:
@@ -312,8 +323,10 @@ def _infer(ds: Datastore, scratch: Path, model: str, image_id: str, output: str,
 
 
 @router.post("/infer/{model}")
-async def infer(model: str, request: Request, image: str = "", output: str = "all"):
-    """Segmentation or scribbles refinement of a datastore image (see module docstring)."""
+async def infer(model: str, request: Request, image: str = "", output: str = "all", session_id: str = ""):
+    """Segmentation or scribbles refinement of a datastore image, or of the session image
+    ``session_id`` (see module docstring)."""
+    image = session_id or image
     if model != SEGMENTATION and model not in SCRIBBLES:
         return _error(404, f"no model {model[:60]!r}; have {SEGMENTATION}, {', '.join(SCRIBBLES)}")
     if output not in OUTPUTS:
@@ -328,6 +341,37 @@ async def infer(model: str, request: Request, image: str = "", output: str = "al
         return await _guard(_infer, datastore(request), scratch, model, image, output, params, files)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- sessions
+@router.put("/session/")
+async def session_create(request: Request):
+    """Keep an image sent for inference (Slicer: a volume loaded locally); answers its id."""
+    _, files = await _read_body(request)
+    upload = files.get("files") or next(iter(files.values()), None)
+    if upload is None:
+        raise InputError("the session needs a 'files' part (NIfTI, NRRD or MHA)")
+    scratch = request.app.state.store.scratch()
+    try:
+        image = await _guard(datastore(request).add_session, upload.file, upload.filename or "", scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"session_id": image.id, "session_info": {"name": image.name, "image": image.id}}
+
+
+@router.get("/session/{session_id}")
+def session_get(session_id: str, request: Request):
+    found = datastore(request).session(session_id)
+    if found is None:
+        return _error(404, f"no session {session_id[:40]!r} (expired or removed)")
+    return {"session_id": found.id, "name": found.name, "image": found.id}
+
+
+@router.delete("/session/{session_id}")
+def session_remove(session_id: str, request: Request):
+    if not datastore(request).remove_session(session_id):
+        return _error(404, f"no session {session_id[:40]!r} (expired or removed)")
+    return {"session_id": session_id}
 
 
 # ---------------------------------------------------------------------- datastore
