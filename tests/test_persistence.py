@@ -94,6 +94,24 @@ def test_compaction_cut_between_snapshot_and_new_journal(tmp_path):
     assert digest(Session.open(tmp_path / "s")) == digest(again)
 
 
+def test_a_damaged_record_before_others_is_an_error_not_a_silent_cut(tmp_path):
+    s = make_session(tmp_path / "s")
+    for step in range(3):
+        s.add_scribble(step, [[10, 10 + step]], 1)
+    s.close()
+    journal = tmp_path / "s" / "journal.log"
+    data = bytearray(journal.read_bytes())
+    data[len(MAGIC) + 20] ^= 0xFF  # inside the first record's header
+    journal.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"journal.log: damaged record at byte 8"):
+        Session.open(tmp_path / "s")
+    data = bytearray(journal.read_bytes())
+    data[len(MAGIC) + 20] ^= 0xFF
+    data[-3] ^= 0xFF  # inside the last record: a torn tail, dropped
+    journal.write_bytes(bytes(data))
+    assert Session.open(tmp_path / "s").pointer == 2
+
+
 def test_a_gap_in_the_journal_is_an_error(tmp_path):
     s = make_session(tmp_path / "s")
     do_step(s, 0)

@@ -86,7 +86,8 @@ def encode_record(header: dict, payload: bytes = b"") -> bytes:
 
 def read_records(data: bytes, *, name: str = "journal") -> tuple[list[tuple[dict, bytes]], int]:
     """The complete records of a journal's bytes and the offset where they end (a torn or
-    corrupt tail, from an interrupted append, is left out)."""
+    corrupt last record, from an interrupted append, is left out; a damaged record with
+    records after it raises :class:`InputError`)."""
     if data[: len(MAGIC)] != MAGIC:
         raise InputError(f"{name}: not a segrefine journal (bad magic)")
     records, pos, end = [], len(MAGIC), len(data)
@@ -96,11 +97,16 @@ def read_records(data: bytes, *, name: str = "journal") -> tuple[list[tuple[dict
         if start + h + p > end:
             break
         head, payload = data[start:start + h], data[start + h:start + h + p]
-        if zlib.crc32(payload, zlib.crc32(head)) != crc:
-            break
-        try:
-            header = json.loads(head.decode("utf-8"))
-        except ValueError:
+        header = None
+        if zlib.crc32(payload, zlib.crc32(head)) == crc:
+            try:
+                header = json.loads(head.decode("utf-8"))
+            except ValueError:
+                header = None
+        if not isinstance(header, dict):
+            if start + h + p < end:  # records follow: not a torn tail but a damaged file
+                raise InputError(f"{name}: damaged record at byte {pos} ({end - start - h - p} bytes "
+                                 "of records after it would be lost); the journal is not read")
             break
         records.append((header, payload))
         pos = start + h + p
