@@ -230,3 +230,30 @@ def test_server_with_the_phantom_model_suggests_and_refines(tmp_path):
         assert [c["kind"] for c in out["changes"]] == ["scribble", "refine"]
         sl = np.frombuffer(base64.b64decode(out["slice"]["mask"]), np.uint8).reshape(out["slice"]["shape"])
         assert not sl[row, cols].any() and sl.sum() < mask[:, :, k].sum()
+
+
+def test_own_data_path_train_predict_serve(tiny_model, phantom_root, tmp_path):
+    """docs/own-data.md end to end on the generated dataset: the trained checkpoint predicts
+    without a warning (its own kind of data) and the web app runs it by path."""
+    import httpx
+    from server_util import running_server
+
+    out = tmp_path / "pred"
+    proc = run_cli("predict", "-i", phantom_root / "imagesTr", "-o", out, "--model", tiny_model)
+    assert proc.returncode == 0 and _warnings(proc) == [], proc.stderr
+    assert len(list(out.glob("*_uncertainty.nii.gz"))) == 6
+    proc = run_cli("models", "--model", tiny_model)
+    assert proc.returncode == 0 and "dataset: Phantom" in proc.stdout and "refinement preset: paper" in proc.stdout
+    (tmp_path / "ws").mkdir()
+    with running_server(tmp_path / "ws", phantom_root, model=str(tiny_model)) as url:
+        sid = httpx.post(f"{url}/api/sessions", json={"path": "imagesTr/phantom_005.nii.gz"}).json()["id"]
+        r = httpx.post(f"{url}/api/sessions/{sid}/predict", timeout=120)
+        assert r.status_code == 200 and r.json()["changes"][0]["warning"] is None
+        assert r.json()["status"]["has_maps"]
+
+
+def test_serve_refuses_a_model_that_is_not_an_mgnet(tmp_path):
+    proc = run_cli("serve", "--model", "unet", "--workspace", tmp_path / "ws", "--data-root", tmp_path)
+    assert proc.returncode == 2 and "holds a unet network; the web app runs an MG-Net" in proc.stderr
+    proc = run_cli("serve", "--model", tmp_path / "missing.pt", "--workspace", tmp_path / "ws")
+    assert proc.returncode == 2 and "missing.pt: checkpoint not found" in proc.stderr
