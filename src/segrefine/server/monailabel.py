@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from segrefine import io, uploads
 from segrefine.errors import InputError
@@ -393,7 +393,8 @@ def _image_bytes(ds: Datastore, image_id: str):
         volume = ds.load(image)
         return _file_response(uploads.viewer_nifti(volume, volume.array), image.name, "application/gzip")
     uploads.check_image_file(image.path, image.id, ds.max_voxels)
-    return _file_response(image.path.read_bytes(), image.name, "application/octet-stream")
+    return FileResponse(image.path, media_type="application/octet-stream", filename=image.name,
+                        headers={"Cache-Control": "no-store"})  # streamed, not read into memory
 
 
 @router.get("/datastore/image")
@@ -481,7 +482,7 @@ async def datastore_label(request: Request, label: str, tag: str = DEFAULT_TAG, 
         image = ds.get(label_id)
         path, record = ds.label(image.id, tag, version)
         name = f"{_stem(image)}_{tag}_v{record['version']}.nii.gz"
-        return _file_response(path.read_bytes(), name, "application/gzip")
+        return FileResponse(path, media_type="application/gzip", filename=name, headers={"Cache-Control": "no-store"})
     return await _guard(run, datastore(request), label)
 
 
