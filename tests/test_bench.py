@@ -84,7 +84,7 @@ def test_bench_stack_runs_the_strategies_and_the_budget_sweep(hippo, tmp_path):
 def test_bench_gcn_tunes_on_val_and_probes_memory(hippo, tmp_path):
     out = tmp_path / "gcn.json"
     run_cli("bench", "gcn", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
-            "--json", out, "--splits", _splits(hippo, tmp_path), "--regimes", "full", "--samples", 2,
+            "--json", out, "--splits", _splits(hippo, tmp_path), "--regimes", "full", "--passes", 2,
             "--sweep-cases", 1, "--memory-shape", "40x40x24", "--cache", tmp_path / "cache", check=True)
     data = json.loads(out.read_text())
     rec = data["results"]["full"][0]
@@ -119,7 +119,7 @@ def test_bench_uncertainty_same_runtime_and_never_tunes_on_reported_cases(hippo,
     splits.write_text(json.dumps({"val": [names[0]], "test": full["test"][:1]}))
     out = tmp_path / "unc.json"
     run_cli("bench", "uncertainty", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
-            "--json", out, "--splits", splits, "--split", "", "--max-cases", 1, "--samples", 2,
+            "--json", out, "--splits", splits, "--split", "", "--max-cases", 1, "--passes", 2,
             "--methods", "unet,mcdropout,mgnet", check=True)
     data = json.loads(out.read_text())
     assert set(data["summary"]) == {"unet", "mcdropout", "mgnet"}

@@ -9,7 +9,7 @@ from segrefine.errors import InputError
 from segrefine.geodesic import geodesic_distance, geodesic_distance_numpy
 
 
-def exact_geodesic(img, seeds, spacing, lamb):
+def exact_geodesic(img, seeds, spacing, gradient_weight):
     """Dijkstra on the 8- (2D) / 26- (3D) connected graph with the same edge cost."""
     shape = img.shape
     idx = np.arange(img.size).reshape(shape)
@@ -20,8 +20,8 @@ def exact_geodesic(img, seeds, spacing, lamb):
         src = tuple(slice(max(0, -o), n - max(0, o)) for o, n in zip(off, shape))
         dst = tuple(slice(max(0, o), n - max(0, -o)) for o, n in zip(off, shape))
         e2 = sum((o * s) ** 2 for o, s in zip(off, spacing))
-        # + 1e-12: csgraph drops explicit zero weights (flat regions at lamb = 1)
-        cost = np.sqrt((1 - lamb) * e2 + lamb * (img[src] - img[dst]) ** 2) + 1e-12
+        # + 1e-12: csgraph drops explicit zero weights (flat regions at gradient_weight = 1)
+        cost = np.sqrt((1 - gradient_weight) * e2 + gradient_weight * (img[src] - img[dst]) ** 2) + 1e-12
         rows.append(idx[src].ravel())
         cols.append(idx[dst].ravel())
         weights.append(cost.ravel())
@@ -47,18 +47,18 @@ def relative_errors(approx, exact):
     return (approx[far] - exact[far]) / exact[far]
 
 
-# Measured on these cases (3 seeds per image, 3 images each): lamb = 0 is exact;
-# lamb = 0.5 mean < 0.01 %, max < 0.6 %; lamb = 0.9 mean < 0.3 %, max < 6 %
+# Measured on these cases (3 seeds per image, 3 images each): gradient_weight = 0 is exact;
+# gradient_weight = 0.5 mean < 0.01 %, max < 0.6 %; gradient_weight = 0.9 mean < 0.3 %, max < 6 %
 # (2D, 2 iterations). The tolerances below leave about a factor 2 of margin.
 @pytest.mark.parametrize(
-    "lamb, mean_tol, max_tol", [(0.0, 1e-6, 1e-5), (0.5, 1e-3, 0.01), (0.9, 5e-3, 0.1)]
+    "gradient_weight, mean_tol, max_tol", [(0.0, 1e-6, 1e-5), (0.5, 1e-3, 0.01), (0.9, 5e-3, 0.1)]
 )
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (1.0, 2.5)])
-def test_2d_raster_scan_close_to_dijkstra(lamb, mean_tol, max_tol, spacing):
+def test_2d_raster_scan_close_to_dijkstra(gradient_weight, mean_tol, max_tol, spacing):
     for case in range(3):
         img, seeds = smooth_case((64, 64), case)
-        exact = exact_geodesic(img, seeds, spacing, lamb)
-        approx = geodesic_distance(img, seeds, spacing=spacing, lamb=lamb, iterations=2)
+        exact = exact_geodesic(img, seeds, spacing, gradient_weight)
+        approx = geodesic_distance(img, seeds, spacing=spacing, gradient_weight=gradient_weight, iterations=2)
         rel = relative_errors(approx, exact)
         assert rel.mean() < mean_tol
         assert rel.max() < max_tol
@@ -68,41 +68,41 @@ def test_2d_raster_scan_close_to_dijkstra(lamb, mean_tol, max_tol, spacing):
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 1.0, 1.0)])
 def test_3d_raster_scan_close_to_dijkstra(spacing):
-    # measured max relative error with 4 iterations: lamb 0.5 < 0.01 %, lamb 0.9 < 0.1 %
-    for lamb, max_tol in ((0.0, 1e-5), (0.5, 1e-3), (0.9, 5e-3)):
+    # measured max relative error with 4 iterations: gradient_weight 0.5 < 0.01 %, gradient_weight 0.9 < 0.1 %
+    for gradient_weight, max_tol in ((0.0, 1e-5), (0.5, 1e-3), (0.9, 5e-3)):
         img, seeds = smooth_case((14, 20, 18), 7)
-        exact = exact_geodesic(img, seeds, spacing, lamb)
-        approx = geodesic_distance(img, seeds, spacing=spacing, lamb=lamb)
+        exact = exact_geodesic(img, seeds, spacing, gradient_weight)
+        approx = geodesic_distance(img, seeds, spacing=spacing, gradient_weight=gradient_weight)
         rel = relative_errors(approx, exact)
         assert rel.max() < max_tol
         assert (approx >= exact - 1e-4).all()
 
 
 def test_more_iterations_reach_the_exact_distance_for_pure_intensity():
-    # lamb = 1 paths wind along intensity valleys: 2 scans are far off, more converge
+    # gradient_weight = 1 paths wind along intensity valleys: 2 scans are far off, more converge
     img, seeds = smooth_case((48, 48), 3, sigma=1.5)
     exact = exact_geodesic(img, seeds, (1.0, 1.0), 1.0)
     errors = []
     for it in (1, 2, 4, 30):
-        approx = geodesic_distance(img, seeds, lamb=1.0, iterations=it)
+        approx = geodesic_distance(img, seeds, gradient_weight=1.0, iterations=it)
         errors.append(np.abs(approx - exact).max())
     assert errors == sorted(errors, reverse=True)
     assert errors[1] > 1e-2
     np.testing.assert_allclose(
-        geodesic_distance(img, seeds, lamb=1.0, iterations=30), exact, rtol=1e-5, atol=1e-4
+        geodesic_distance(img, seeds, gradient_weight=1.0, iterations=30), exact, rtol=1e-5, atol=1e-4
     )
 
 
 def test_numpy_reference_gives_the_same_result():
     img, seeds = smooth_case((40, 57), 1, sigma=1.0)
-    for lamb in (0.0, 0.3, 1.0):
-        a = geodesic_distance(img, seeds, spacing=(1.0, 1.7), lamb=lamb)
-        b = geodesic_distance_numpy(img, seeds, spacing=(1.0, 1.7), lamb=lamb)
+    for gradient_weight in (0.0, 0.3, 1.0):
+        a = geodesic_distance(img, seeds, spacing=(1.0, 1.7), gradient_weight=gradient_weight)
+        b = geodesic_distance_numpy(img, seeds, spacing=(1.0, 1.7), gradient_weight=gradient_weight)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
     vol, vseeds = smooth_case((9, 13, 11), 2, sigma=1.0)
-    for lamb in (0.0, 0.7):
-        a = geodesic_distance(vol, vseeds, spacing=(2.0, 1.0, 0.8), lamb=lamb, iterations=2)
-        b = geodesic_distance_numpy(vol, vseeds, spacing=(2.0, 1.0, 0.8), lamb=lamb, iterations=2)
+    for gradient_weight in (0.0, 0.7):
+        a = geodesic_distance(vol, vseeds, spacing=(2.0, 1.0, 0.8), gradient_weight=gradient_weight, iterations=2)
+        b = geodesic_distance_numpy(vol, vseeds, spacing=(2.0, 1.0, 0.8), gradient_weight=gradient_weight, iterations=2)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
 
 
@@ -110,8 +110,8 @@ def test_lamb_zero_single_seed_is_close_to_euclidean():
     shape = (81, 81)
     seeds = np.zeros(shape, bool)
     seeds[40, 40] = True
-    img = np.random.default_rng(0).random(shape)  # ignored at lamb = 0
-    d = geodesic_distance(img, seeds, lamb=0.0)
+    img = np.random.default_rng(0).random(shape)  # ignored at gradient_weight = 0
+    d = geodesic_distance(img, seeds, gradient_weight=0.0)
     euclid = ndimage.distance_transform_edt(~seeds)
     # exact along the axes and the diagonals
     assert d[40, 80] == pytest.approx(40.0)
@@ -129,14 +129,14 @@ def test_spacing_is_respected():
     seeds = np.zeros(shape, bool)
     seeds[0, 0] = True
     img = np.zeros(shape)
-    d = geodesic_distance(img, seeds, spacing=(2.0, 0.5), lamb=0.0)
+    d = geodesic_distance(img, seeds, spacing=(2.0, 0.5), gradient_weight=0.0)
     assert d[10, 0] == pytest.approx(20.0)
     assert d[0, 10] == pytest.approx(5.0)
     assert d[3, 3] == pytest.approx(3 * np.hypot(2.0, 0.5), rel=1e-6)
     # anisotropic chamfer against the anisotropic Euclidean distance
     seeds = np.zeros((41, 41), bool)
     seeds[20, 20] = True
-    d = geodesic_distance(np.zeros((41, 41)), seeds, spacing=(1.0, 2.0), lamb=0.0)
+    d = geodesic_distance(np.zeros((41, 41)), seeds, spacing=(1.0, 2.0), gradient_weight=0.0)
     euclid = ndimage.distance_transform_edt(~seeds, sampling=(1.0, 2.0))
     ratio = d[euclid > 0] / euclid[euclid > 0]
     # the widest angle between neighbouring steps, (1, 0) and (1, 1) in mm = (1, 2),
@@ -147,7 +147,7 @@ def test_spacing_is_respected():
     vol = np.zeros((6, 6, 6))
     vseeds = np.zeros(vol.shape, bool)
     vseeds[0, 0, 0] = True
-    d3 = geodesic_distance(vol, vseeds, spacing=(3.0, 1.0, 1.0), lamb=0.0)
+    d3 = geodesic_distance(vol, vseeds, spacing=(3.0, 1.0, 1.0), gradient_weight=0.0)
     assert d3[5, 0, 0] == pytest.approx(15.0)
     assert d3[0, 5, 0] == pytest.approx(5.0)
     assert d3[0, 0, 5] == pytest.approx(5.0)
@@ -158,7 +158,7 @@ def test_intensity_only_distance_is_zero_inside_a_flat_region_and_counts_edges()
     img[:, 10:] = 3.0  # a step of 3
     seeds = np.zeros(img.shape, bool)
     seeds[5, 2] = True
-    d = geodesic_distance(img, seeds, lamb=1.0)
+    d = geodesic_distance(img, seeds, gradient_weight=1.0)
     assert np.allclose(d[:, :10], 0.0)
     assert np.allclose(d[:, 10:], 3.0)
 
@@ -186,7 +186,7 @@ def test_empty_seeds_give_inf_and_inputs_are_not_modified():
         ({"spacing": (1.0,)}, "`spacing`"),
         ({"spacing": (1.0, -1.0)}, "`spacing`"),
         ({"spacing": "ab"}, "`spacing`"),
-        ({"lamb": 1.5}, "`lamb`"),
+        ({"gradient_weight": 1.5}, "`gradient_weight`"),
         ({"iterations": 0}, "`iterations`"),
         ({"iterations": 1.5}, "`iterations`"),
         ({"image": np.full((4, 4), np.nan)}, "NaN"),
@@ -206,12 +206,12 @@ def test_matches_fastgeodis_when_available():
     fastgeodis = pytest.importorskip("FastGeodis")
     torch = pytest.importorskip("torch")
     img, seeds = smooth_case((48, 56), 5, sigma=2.0)
-    # FastGeodis's edge cost is (1 - lamb) * |step| + lamb * |dI|: the same as ours
-    # at lamb = 0 and lamb = 1; enough iterations make both exact on the 8-graph.
+    # FastGeodis's edge cost is (1 - gradient_weight) * |step| + gradient_weight * |dI|: the same as ours
+    # at gradient_weight = 0 and gradient_weight = 1; enough iterations make both exact on the 8-graph.
     image_t = torch.from_numpy(img.astype(np.float32))[None, None]
     mask_t = torch.from_numpy((~seeds).astype(np.float32))[None, None]
-    for lamb in (0.0, 1.0):
-        ref = fastgeodis.generalised_geodesic2d(image_t, mask_t, 1e10, lamb, 20)
+    for gradient_weight in (0.0, 1.0):
+        ref = fastgeodis.generalised_geodesic2d(image_t, mask_t, 1e10, gradient_weight, 20)
         ref = ref.numpy()[0, 0]
-        ours = geodesic_distance(img, seeds, lamb=lamb, iterations=20)
+        ours = geodesic_distance(img, seeds, gradient_weight=gradient_weight, iterations=20)
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-3)

@@ -54,7 +54,7 @@ def test_refine_with_lam_zero_thresholds_the_probability():
     scribbles = np.zeros((40, 50), np.uint8)
     scribbles[5, 5:15] = 1
     scribbles[30, 20:40] = 2
-    mask = graphcut_refine(prob, scribbles, lam=0.0)
+    mask = graphcut_refine(prob, scribbles, smoothness=0.0)
     expected = prob > 0.5
     expected[scribbles == 1] = True
     expected[scribbles == 2] = False
@@ -152,7 +152,7 @@ def test_inputs_are_not_modified():
         ({"prob": np.full((10, 10), 1.2)}, "`prob` must be a probability in \\[0, 1\\]"),
         ({"prob": np.full((10, 10), np.nan)}, "`prob` must be finite"),
         ({"image": np.zeros((10, 9))}, "`image` \\(shape"),
-        ({"lam": -1.0}, "`lam` must be a number >= 0"),
+        ({"smoothness": -1.0}, "`smoothness` must be a number >= 0"),
         ({"sigma": 0.0}, "`sigma` must be a number > 0"),
         ({"connectivity": 6}, "`connectivity` must be 4 or 8"),
         ({"spacing": (1.0,)}, "`spacing`"),
@@ -173,7 +173,7 @@ def test_refine_bad_input_raises(kwargs, match):
         ({"image": np.full((10, 10), np.inf)}, "`image` must be finite"),
         ({"scribbles": np.full((10, 10), 0.5)}, "only 0 \\(none\\)"),
         ({"bins": 1}, "`bins` must be an integer >= 2"),
-        ({"lam": "high"}, "`lam` must be a number"),
+        ({"smoothness": "high"}, "`smoothness` must be a number"),
     ],
 )
 def test_from_scratch_bad_input_raises(kwargs, match):

@@ -149,7 +149,7 @@ def test_likelihood_eta():
     assert eta[15, 20] == pytest.approx(0.5)  # beyond D from both
     assert ((eta > 0) & (eta < 1)).all()
     # a huge D: η is clipped to [1e-6, 1 - 1e-6] so that log(η) stays finite
-    eta = interaction_likelihood(image, scr, D=100.0, geodesic_lamb=0.0)
+    eta = interaction_likelihood(image, scr, D=100.0, gradient_weight=0.0)
     assert eta.min() == pytest.approx(1e-6) and eta.max() == pytest.approx(1 - 1e-6)
 
 
@@ -195,7 +195,7 @@ BAD = [
     ({"max_iter": 2.5}, "`max_iter` must be an integer"),
     ({"epsilon": 0.0}, "`epsilon` must be a number > 0"),
     ({"D": float("nan")}, "`D` must be a number"),
-    ({"geodesic_lamb": 2.0}, "`geodesic_lamb`"),
+    ({"gradient_weight": 2.0}, "`gradient_weight`"),
     ({"iter_callback": 3}, "`iter_callback` must be callable"),
 ]
 

@@ -5,7 +5,7 @@ from conftest import run_cli
 
 def test_refine_gcn_cli_own_mc_dropout(hippo, tmp_path):
     img = hippo / "imagesTr" / "hippocampus_014.nii.gz"
-    proc = run_cli("refine-gcn", "-i", img, "-o", tmp_path, "--samples", "3", check=True)
+    proc = run_cli("refine-gcn", "-i", img, "-o", tmp_path, "--passes", "3", check=True)
     assert "nodes" in proc.stderr
     ref = nib.load(str(img))
     for name, dtype in (("hippocampus_014.nii.gz", np.uint8), ("hippocampus_014_entropy.nii.gz", np.float32)):

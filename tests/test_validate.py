@@ -143,3 +143,26 @@ def test_image_map_names_the_file():
         image_map(np.full((2, 2), np.nan), "x:", (2, 2))
     with pytest.raises(InputError, match=r"values must lie in \[0, 1\]"):
         image_map(np.full((2, 2), 2.0), "x:", (2, 2), unit_interval=True)
+
+
+def test_renamed_keywords_still_work_with_a_warning():
+    """The three λ now have one name per meaning; the old keywords warn and give the same result."""
+    from segrefine.geodesic import geodesic_distance
+    from segrefine.refine.graphcut import graphcut_refine
+    from segrefine.refine.levelset import idrlse
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(24, 24))
+    prob = np.clip(rng.normal(0.5, 0.3, size=(24, 24)), 0, 1)
+    scribbles = np.zeros((24, 24), np.uint8)
+    scribbles[10:13, 5:15] = 1
+    scribbles[2, 2:20] = 2
+    with pytest.warns(DeprecationWarning, match="`lamb` is renamed `gradient_weight`"):
+        old = geodesic_distance(image, scribbles == 1, lamb=0.3)
+    assert np.array_equal(old, geodesic_distance(image, scribbles == 1, gradient_weight=0.3))
+    with pytest.warns(DeprecationWarning, match="`lam` is renamed `length_weight`"):
+        old, _ = idrlse(prob, scribbles, lam=0.6, max_iter=20)
+    assert np.array_equal(old, idrlse(prob, scribbles, length_weight=0.6, max_iter=20)[0])
+    with pytest.warns(DeprecationWarning, match="`lam` is renamed `smoothness`"):
+        old = graphcut_refine(prob, scribbles, lam=2.0)
+    assert np.array_equal(old, graphcut_refine(prob, scribbles, smoothness=2.0))

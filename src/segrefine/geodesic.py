@@ -14,7 +14,7 @@ whose edge between neighbours ``p`` and ``q`` costs
                      + \\lambda\\, (I(p) - I(q))^2}
 
 with :math:`\\lVert\\cdot\\rVert_s` the Euclidean length scaled by the spacing.
-``lamb`` (λ) = 0 gives a chamfer approximation of the Euclidean distance,
+``gradient_weight`` (λ in the formula above) = 0 gives a chamfer approximation of the Euclidean distance,
 λ = 1 a purely intensity-based distance (zero inside a flat region). This is
 the local distance of GeodisTK's ``geodesic2d_raster_scan(I, S, lamb, iter)``
 and of FastGeodis.
@@ -47,7 +47,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from segrefine.validate import as_array, as_number, as_spacing
+from segrefine.validate import as_array, as_number, as_spacing, renamed
 
 __all__ = ["geodesic_distance", "geodesic_distance_numpy"]
 
@@ -56,14 +56,14 @@ __all__ = ["geodesic_distance", "geodesic_distance_numpy"]
 # ---------------------------------------------------------------------------
 
 
-def _check_inputs(image, seeds, spacing, lamb, iterations):
+def _check_inputs(image, seeds, spacing, gradient_weight, iterations):
     img = as_array(image, "image", ndim=(2, 3), dtype=np.float64)
     seeds = as_array(seeds, "seeds", ndim=img.ndim, shape=img.shape, finite=False)
     sp = as_spacing(spacing, img.ndim)
-    lamb = as_number(lamb, "lamb", low=0.0, high=1.0)
+    gradient_weight = as_number(gradient_weight, "gradient_weight", low=0.0, high=1.0)
     default_iterations = 2 if img.ndim == 2 else 4
     iterations = as_number(iterations, "iterations", low=1, integer=True, allow_none=True)
-    return (np.ascontiguousarray(img), seeds != 0, sp, lamb,
+    return (np.ascontiguousarray(img), seeds != 0, sp, gradient_weight,
             default_iterations if iterations is None else iterations)
 
 
@@ -73,7 +73,7 @@ def _check_inputs(image, seeds, spacing, lamb, iterations):
 
 
 @numba.njit(cache=True)
-def _raster_2d(img, dist, sy, sx, lamb, iterations):
+def _raster_2d(img, dist, sy, sx, gradient_weight, iterations):
     height, width = img.shape
     inf = np.inf
     # work on a copy padded with one ring of +inf so the scans need no bounds checks;
@@ -83,25 +83,25 @@ def _raster_2d(img, dist, sy, sx, lamb, iterations):
     c_up = np.full((height + 2, width + 2), inf)  # (h-1, w) -> (h, w)
     c_ul = np.full((height + 2, width + 2), inf)  # (h-1, w-1) -> (h, w)
     c_ur = np.full((height + 2, width + 2), inf)  # (h-1, w+1) -> (h, w)
-    e_h = (1.0 - lamb) * sx * sx
-    e_v = (1.0 - lamb) * sy * sy
-    e_d = (1.0 - lamb) * (sy * sy + sx * sx)
+    e_h = (1.0 - gradient_weight) * sx * sx
+    e_v = (1.0 - gradient_weight) * sy * sy
+    e_d = (1.0 - gradient_weight) * (sy * sy + sx * sx)
     for h in range(height):
         for w in range(width):
             d[h + 1, w + 1] = dist[h, w]
             v = img[h, w]
             if w > 0:
                 t = v - img[h, w - 1]
-                c_left[h + 1, w + 1] = np.sqrt(e_h + lamb * t * t)
+                c_left[h + 1, w + 1] = np.sqrt(e_h + gradient_weight * t * t)
             if h > 0:
                 t = v - img[h - 1, w]
-                c_up[h + 1, w + 1] = np.sqrt(e_v + lamb * t * t)
+                c_up[h + 1, w + 1] = np.sqrt(e_v + gradient_weight * t * t)
                 if w > 0:
                     t = v - img[h - 1, w - 1]
-                    c_ul[h + 1, w + 1] = np.sqrt(e_d + lamb * t * t)
+                    c_ul[h + 1, w + 1] = np.sqrt(e_d + gradient_weight * t * t)
                 if w < width - 1:
                     t = v - img[h - 1, w + 1]
-                    c_ur[h + 1, w + 1] = np.sqrt(e_d + lamb * t * t)
+                    c_ur[h + 1, w + 1] = np.sqrt(e_d + gradient_weight * t * t)
     for _ in range(iterations):
         for h in range(1, height + 1):
             for w in range(1, width + 1):
@@ -148,12 +148,12 @@ _OFFSETS_3D = _forward_offsets_3d()
 
 
 @numba.njit(cache=True)
-def _raster_3d(img, dist, sp, lamb, iterations, offs):
+def _raster_3d(img, dist, sp, gradient_weight, iterations, offs):
     ni, nj, nk = img.shape
     m = offs.shape[0]
     e2 = np.empty(m)
     for n in range(m):
-        e2[n] = (1.0 - lamb) * (
+        e2[n] = (1.0 - gradient_weight) * (
             (offs[n, 0] * sp[0]) ** 2 + (offs[n, 1] * sp[1]) ** 2 + (offs[n, 2] * sp[2]) ** 2
         )
     for _ in range(iterations):
@@ -173,7 +173,7 @@ def _raster_3d(img, dist, sp, lamb, iterations, offs):
                             if a < 0 or a >= ni or b < 0 or b >= nj or c < 0 or c >= nk:
                                 continue
                             d = img[a, b, c] - v
-                            cand = dist[a, b, c] + np.sqrt(e2[n] + lamb * d * d)
+                            cand = dist[a, b, c] + np.sqrt(e2[n] + gradient_weight * d * d)
                             best = min(best, cand)
                         dist[i, j, k] = best
 
@@ -188,8 +188,9 @@ def geodesic_distance(
     seeds: np.ndarray,
     *,
     spacing=None,
-    lamb: float = 1.0,
+    gradient_weight: float = 1.0,
     iterations: int | None = None,
+    lamb: float | None = None,
 ) -> np.ndarray:
     """Geodesic distance from every pixel to the seed set (raster scan, numba).
 
@@ -202,7 +203,7 @@ def geodesic_distance(
     spacing : sequence of float, optional
         Pixel size, one number per axis in the axis order of ``image``;
         ``None`` = 1.0 for every axis.
-    lamb : float, default 1.0
+    gradient_weight : float, default 1.0
         λ in [0, 1], the weight of the intensity difference against the
         spatial step (0: chamfer Euclidean distance, 1: intensity only).
     iterations : int, optional
@@ -221,7 +222,7 @@ def geodesic_distance(
     Raises
     ------
     InputError
-        On a shape mismatch, a non-finite image, bad ``spacing``, ``lamb``
+        On a shape mismatch, a non-finite image, bad ``spacing``, ``gradient_weight``
         outside [0, 1] or ``iterations`` < 1.
 
     Notes
@@ -233,26 +234,28 @@ def geodesic_distance(
     Examples
     --------
     >>> img = np.zeros((5, 5)); s = np.zeros((5, 5), bool); s[0, 0] = True
-    >>> float(geodesic_distance(img, s, lamb=0.0)[0, 4])
+    >>> float(geodesic_distance(img, s, gradient_weight=0.0)[0, 4])
     4.0
     """
-    img, seed_mask, sp, lamb, iterations = _check_inputs(image, seeds, spacing, lamb, iterations)
+    gradient_weight = renamed(lamb, "lamb", "gradient_weight", gradient_weight)
+    img, seed_mask, sp, gradient_weight, iterations = _check_inputs(image, seeds, spacing, gradient_weight,
+                                                                    iterations)
     if not seed_mask.any():
         return np.full(img.shape, np.inf, dtype=np.float32)
     dist = np.where(seed_mask, 0.0, np.inf)
     if img.ndim == 2:
-        _raster_2d(img, dist, sp[0], sp[1], lamb, iterations)
+        _raster_2d(img, dist, sp[0], sp[1], gradient_weight, iterations)
     else:
-        _raster_3d(img, dist, np.asarray(sp), lamb, iterations, _OFFSETS_3D)
+        _raster_3d(img, dist, np.asarray(sp), gradient_weight, iterations, _OFFSETS_3D)
     return dist.astype(np.float32)
 
 
-def _edge_cost(img, sel_p, sel_q, e2, lamb):
+def _edge_cost(img, sel_p, sel_q, e2, gradient_weight):
     d = img[sel_p] - img[sel_q]
-    return np.sqrt(e2 + lamb * d * d)
+    return np.sqrt(e2 + gradient_weight * d * d)
 
 
-def _scan_rows_2d(dist, img, sp, lamb, reverse):
+def _scan_rows_2d(dist, img, sp, gradient_weight, reverse):
     """One forward (or, reversed, backward) pass of the 2D scan, vectorised per row.
 
     The left-neighbour recursion ``d[w] = min(a[w], d[w-1] + c[w])`` is a
@@ -264,17 +267,17 @@ def _scan_rows_2d(dist, img, sp, lamb, reverse):
     else:
         dist_v, img_v = dist, img
     sy, sx = sp
-    e_diag = (1.0 - lamb) * (sy * sy + sx * sx)
-    e_vert = (1.0 - lamb) * sy * sy
-    e_horz = (1.0 - lamb) * sx * sx
+    e_diag = (1.0 - gradient_weight) * (sy * sy + sx * sx)
+    e_vert = (1.0 - gradient_weight) * sy * sy
+    e_horz = (1.0 - gradient_weight) * sx * sx
     height, width = img_v.shape
     # cost of the step from (h, w-1) to (h, w), for every row at once; S[h, 0] = 0
-    c_left = np.sqrt(e_horz + lamb * np.diff(img_v, axis=1) ** 2)
+    c_left = np.sqrt(e_horz + gradient_weight * np.diff(img_v, axis=1) ** 2)
     run = np.zeros((height, width))
     np.cumsum(c_left, axis=1, out=run[:, 1:])
-    c_up = np.sqrt(e_vert + lamb * (img_v[1:] - img_v[:-1]) ** 2)  # (h-1, w) -> (h, w)
-    c_ul = np.sqrt(e_diag + lamb * (img_v[1:, 1:] - img_v[:-1, :-1]) ** 2)  # (h-1, w-1)
-    c_ur = np.sqrt(e_diag + lamb * (img_v[1:, :-1] - img_v[:-1, 1:]) ** 2)  # (h-1, w+1)
+    c_up = np.sqrt(e_vert + gradient_weight * (img_v[1:] - img_v[:-1]) ** 2)  # (h-1, w) -> (h, w)
+    c_ul = np.sqrt(e_diag + gradient_weight * (img_v[1:, 1:] - img_v[:-1, :-1]) ** 2)  # (h-1, w-1)
+    c_ur = np.sqrt(e_diag + gradient_weight * (img_v[1:, :-1] - img_v[:-1, 1:]) ** 2)  # (h-1, w+1)
     for h in range(height):
         a = dist_v[h].copy()
         if h > 0:
@@ -286,7 +289,7 @@ def _scan_rows_2d(dist, img, sp, lamb, reverse):
         dist_v[h] = s + np.minimum.accumulate(a - s)
 
 
-def _scan_rows_3d(dist, img, sp, lamb, reverse):
+def _scan_rows_3d(dist, img, sp, gradient_weight, reverse):
     """One pass of the 3D scan: previous slice (9 neighbours) for a whole slice at
     once, then the previous row (3) and the left neighbour per row."""
     if reverse:
@@ -295,8 +298,8 @@ def _scan_rows_3d(dist, img, sp, lamb, reverse):
         dist_v, img_v = dist, img
     ni, nj, _ = img_v.shape
     s0, s1, s2 = sp
-    w1 = 1.0 - lamb
-    c_left = np.sqrt(w1 * s2 * s2 + lamb * np.diff(img_v, axis=2) ** 2)
+    w1 = 1.0 - gradient_weight
+    c_left = np.sqrt(w1 * s2 * s2 + gradient_weight * np.diff(img_v, axis=2) ** 2)
     run = np.zeros(img_v.shape)
     np.cumsum(c_left, axis=2, out=run[:, :, 1:])
 
@@ -310,7 +313,7 @@ def _scan_rows_3d(dist, img, sp, lamb, reverse):
         bs = slice(max(0, db), nb - max(0, -db))
         ct = slice(max(0, -dc), nc - max(0, dc))
         cs = slice(max(0, dc), nc - max(0, -dc))
-        cost = np.sqrt(e2 + lamb * (cur_img[bt, ct] - prev_img[bs, cs]) ** 2)
+        cost = np.sqrt(e2 + gradient_weight * (cur_img[bt, ct] - prev_img[bs, cs]) ** 2)
         np.minimum(a[bt, ct], prev[bs, cs] + cost, out=a[bt, ct])
 
     for i in range(ni):
@@ -336,8 +339,9 @@ def geodesic_distance_numpy(
     seeds: np.ndarray,
     *,
     spacing=None,
-    lamb: float = 1.0,
+    gradient_weight: float = 1.0,
     iterations: int | None = None,
+    lamb: float | None = None,
 ) -> np.ndarray:
     """Pure-NumPy reference of :func:`geodesic_distance` (same scan, same result).
 
@@ -348,12 +352,14 @@ def geodesic_distance_numpy(
     rounding; kept as the speed baseline. Parameters, return value and errors
     as in :func:`geodesic_distance`.
     """
-    img, seed_mask, sp, lamb, iterations = _check_inputs(image, seeds, spacing, lamb, iterations)
+    gradient_weight = renamed(lamb, "lamb", "gradient_weight", gradient_weight)
+    img, seed_mask, sp, gradient_weight, iterations = _check_inputs(image, seeds, spacing, gradient_weight,
+                                                                    iterations)
     if not seed_mask.any():
         return np.full(img.shape, np.inf, dtype=np.float32)
     dist = np.where(seed_mask, 0.0, np.inf)
     scan = _scan_rows_2d if img.ndim == 2 else _scan_rows_3d
     for _ in range(iterations):
-        scan(dist, img, sp, lamb, reverse=False)
-        scan(dist, img, sp, lamb, reverse=True)
+        scan(dist, img, sp, gradient_weight, reverse=False)
+        scan(dist, img, sp, gradient_weight, reverse=True)
     return dist.astype(np.float32)

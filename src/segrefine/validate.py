@@ -11,6 +11,7 @@ values in that order, so the first problem is the one reported.
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -83,6 +84,19 @@ def as_spacing(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
         raise InputError(f"`{name}` must be {ndim} positive numbers (voxel size along each axis) "
                          f"or None, got {spacing!r}")
     return values
+
+
+def renamed(old_value, old: str, new: str, new_value):
+    """A keyword renamed (one name per meaning): the old one still works, with a warning.
+
+    Returns ``old_value`` when it was given (warning :class:`DeprecationWarning`),
+    else ``new_value``.
+    """
+    if old_value is None:
+        return new_value
+    warnings.warn(f"`{old}` is renamed `{new}`; the old name will be removed",
+                  DeprecationWarning, stacklevel=3)
+    return old_value
 
 
 # --------------------------------------------------------------------------- arrays

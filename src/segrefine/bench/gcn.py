@@ -4,7 +4,7 @@ dense CRF and GCN, in the full and the low-data regime.
 Regimes: ``full`` = the shipped dropout U-Net (trained on ``train``); ``small`` =
 the same network trained on ``train_small`` (10 volumes), trained here with the
 shipped model's settings if missing and cached. For each test case: one
-deterministic pass (dropout off), ``samples`` MC-dropout passes (expectation
+deterministic pass (dropout off), ``passes`` MC-dropout passes (expectation
 E, entropy H), E > 0.5, the dense CRF on E, the GCN refining E > 0.5 with
 ``refine_gcn``'s defaults, the other graph scheme (:data:`OTHER_GCN`), and the
 dense CRF run on the GCN's output. Gains are given against the CNN and against
@@ -83,11 +83,11 @@ def _model_key(model: Path) -> str:
     return hashlib.sha1(Path(model).read_bytes()).hexdigest()[:12]
 
 
-def case_maps(case, model: Path, samples: int, cache: Path | None, *, unet=None, mc=None) -> dict:
-    """Image, ground truth, the deterministic U-Net label and ``samples`` MC-dropout passes of one case.
+def case_maps(case, model: Path, passes: int, cache: Path | None, *, unet=None, mc=None) -> dict:
+    """Image, ground truth, the deterministic U-Net label and ``passes`` MC-dropout passes of one case.
 
     With ``cache``, the label and the passes are stored under
-    ``cache/maps/<model sha1>_T<samples>/<case>.npz`` and read back on the next call
+    ``cache/maps/<model sha1>_T<passes>/<case>.npz`` and read back on the next call
     (the τ sweep, the tuning and the test cases then share them across runs). The
     passes are seeded from the case name, so a recomputation gives the same maps.
     """
@@ -99,13 +99,13 @@ def case_maps(case, model: Path, samples: int, cache: Path | None, *, unet=None,
 
     vol = io.load(case.image)
     gt = np.asarray(io.load(case.label, finite=False).array) > 0
-    path = None if cache is None else Path(cache) / "maps" / f"{_model_key(model)}_T{samples}" / f"{case.name}.npz"
+    path = None if cache is None else Path(cache) / "maps" / f"{_model_key(model)}_T{passes}" / f"{case.name}.npz"
     if path is not None and path.exists():
         with np.load(path) as z:
             return {"image": vol.array, "spacing": vol.spacing, "gt": gt, "label": z["label"],
                     "samples": z["samples"], "seconds_mc": float(z["seconds_mc"])}
     unet = unet or Predictor("unet", models=[model], backend="torch")
-    mc = mc or Predictor("mcdropout", models=[model], passes=samples)
+    mc = mc or Predictor("mcdropout", models=[model], passes=passes)
     label = unet(vol.array).label
     state = torch.get_rng_state()
     torch.manual_seed(zlib.crc32(case.name.encode()))
@@ -216,7 +216,7 @@ CRF_GRID = {"w_bilateral": (0.5, 1.0, 2.0, 5.0), "sxyz": (2.0, 5.0), "srgb": (0.
 MARGINS = (0, 1, 3, 6, 10)
 
 
-def tune(cases, model: Path, samples: int, tau: float, cache: Path | None = None, log=print) -> dict:
+def tune(cases, model: Path, passes: int, tau: float, cache: Path | None = None, log=print) -> dict:
     """On ``cases`` (``val``): choose the dense CRF's parameters (every setting of :data:`CRF_GRID`),
     look at the GCN's ROI margin (:data:`MARGINS`) and compare the GCN settings of
     :data:`GCN_CONFIGS`, each also scored against E > 0.5."""
@@ -232,7 +232,7 @@ def tune(cases, model: Path, samples: int, tau: float, cache: Path | None = None
     config_dice = np.zeros((len(GCN_CONFIGS), len(cases)))
     cnn, base = [], []
     for c, case in enumerate(cases):
-        m = case_maps(case, model, samples, cache)
+        m = case_maps(case, model, passes, cache)
         image, gt, spacing, s = m["image"], m["gt"], m["spacing"], m["samples"]
         cnn.append(dice(m["label"] > 0, gt))
         e, _ = mc_statistics(s)
@@ -280,7 +280,7 @@ ABLATION_STEPS = {
 }
 
 
-def authors_ablation(cases, model: Path, samples: int = 20, *, tau: float = 0.8, nodes: str = "roi",
+def authors_ablation(cases, model: Path, passes: int = 20, *, tau: float = 0.8, nodes: str = "roi",
                      cache: Path | None = Path("bench_out/gcn"), log=print) -> dict:
     """What each part of the authors' recipe costs: mean Dice gain over E > 0.5 of every step of
     :data:`ABLATION_STEPS` on ``cases`` (use ``val``), plus how often the default GCN's changes
@@ -300,7 +300,7 @@ def authors_ablation(cases, model: Path, samples: int = 20, *, tau: float = 0.8,
     counts = {"uncertain": 0, "uncertain_wrong": 0, "changed": 0, "changed_right": 0}
     oracle = []
     for case in cases:
-        m = case_maps(case, model, samples, cache)
+        m = case_maps(case, model, passes, cache)
         image, gt = m["image"], m["gt"]
         e, h = mc_statistics(m["samples"])
         pred = e > 0.5
@@ -384,7 +384,7 @@ def _memory_probe(shape) -> None:
 
 
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
-        splits_file: Path | None = None, samples: int = 20, tau: float = 0.8,
+        splits_file: Path | None = None, passes: int = 20, tau: float = 0.8,
         max_cases: int | None = None, sweep_cases: int = 8, cache: Path = Path("bench_out/gcn"),
         regimes=("full", "small"), tune_split: str | None = "val", memory_shape=(512, 512, 300),
         log=print) -> dict:
@@ -398,15 +398,15 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     results, picture, tuning = {}, None, {}
     for regime in regimes:
         unet = Predictor("unet", models=[models[regime]], backend="torch")
-        mc = Predictor("mcdropout", models=[models[regime]], passes=samples)
+        mc = Predictor("mcdropout", models=[models[regime]], passes=passes)
         crf_params = margin = None
         if tune_split:  # the CRF's parameters and the GCN's ROI margin come from the tuning split
-            tuning[regime] = tune(cases_for(images, labels, tune_split, splits_file), models[regime], samples,
+            tuning[regime] = tune(cases_for(images, labels, tune_split, splits_file), models[regime], passes,
                                   tau, cache=cache, log=log)
             crf_params, margin = tuning[regime]["crf_best"], tuning[regime]["margin_best"]
         recs = []
         for case in cases:
-            m = case_maps(case, models[regime], samples, cache, unet=unet, mc=mc)
+            m = case_maps(case, models[regime], passes, cache, unet=unet, mc=mc)
             rec = evaluate_case(m, tau=tau, crf_params=crf_params, margin=margin)
             maps = rec.pop("_maps")
             if picture is None or (regime == "small" and picture[0] != "small"):
@@ -416,10 +416,10 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
         log(f"{regime}: " + ", ".join(f"{v} {np.mean([r[v]['dice'] for r in recs]):.4f}" for v in VARIANTS))
     sweep = None
     if sweep_cases > 0:
-        sweep = tau_sweep(cases[:sweep_cases], models["small" if "small" in models else "full"], samples,
+        sweep = tau_sweep(cases[:sweep_cases], models["small" if "small" in models else "full"], passes,
                           cache=cache, log=log)
     data = {"benchmark": "gcn", "command": command_line(), "machine": machine(), "images": str(images),
-            "split": split, "samples": samples, "tau": tau, "models": {k: str(v) for k, v in models.items()},
+            "split": split, "samples": passes, "tau": tau, "models": {k: str(v) for k, v in models.items()},
             "default_graph": _default_graph(), "other_gcn": OTHER_GCN[_default_graph()],
             "summary": summarise(results), "tau_sweep": sweep, "speed": speed(), "tuning": tuning,
             "memory": memory(memory_shape, log=log) if memory_shape else None, "results": results}
@@ -457,7 +457,7 @@ def summarise(results: dict) -> dict:
     return out
 
 
-def tau_sweep(cases, model: Path, samples: int, taus=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+def tau_sweep(cases, model: Path, passes: int, taus=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
               cache: Path | None = None, log=print) -> dict:
     """Dice gain of the default GCN over the CNN and over E > 0.5 at each τ on ``cases``."""
     from segrefine.refine.gcn import mc_statistics, refine_gcn
@@ -465,7 +465,7 @@ def tau_sweep(cases, model: Path, samples: int, taus=(0.1, 0.2, 0.3, 0.4, 0.5, 0
     gains = {t: [] for t in taus}
     gains_e = {t: [] for t in taus}
     for case in cases:
-        m = case_maps(case, model, samples, cache)
+        m = case_maps(case, model, passes, cache)
         base = dice(m["label"] > 0, m["gt"])
         e_base = dice(mc_statistics(m["samples"])[0] > 0.5, m["gt"])
         for t in taus:

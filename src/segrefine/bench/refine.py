@@ -254,8 +254,8 @@ def fetal_timing(stacks_dir: Path | None, presets=(DEFAULT_PRESET, "paper"), num
             ts.append((time.perf_counter() - t) * 1000)
         return statistics.median(ts)
 
-    g_fast = timed(lambda: geodesic_distance(sub[0]["image"], seeds, lamb=0.5), 5)
-    g_slow = timed(lambda: geodesic_distance_numpy(sub[0]["image"], seeds, lamb=0.5), 2)
+    g_fast = timed(lambda: geodesic_distance(sub[0]["image"], seeds, gradient_weight=0.5), 5)
+    g_slow = timed(lambda: geodesic_distance_numpy(sub[0]["image"], seeds, gradient_weight=0.5), 2)
     out.update(idrlse_numba_ms=1000 * statistics.median(fast), idrlse_numpy_ms=1000 * statistics.median(slow),
                idrlse_speedup=statistics.median(slow) / statistics.median(fast), speedup_slices=len(sub),
                geodesic_ms=g_fast, geodesic_numpy_ms=g_slow, geodesic_speedup=g_slow / g_fast)

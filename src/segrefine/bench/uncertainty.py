@@ -108,7 +108,7 @@ def _runtime(pred: Predictor) -> str:
 
 
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
-        val_split: str = "val", splits_file: Path | None = None, samples: int = 10,
+        val_split: str = "val", splits_file: Path | None = None, passes: int = 10,
         ensemble_models: list[Path] | None = None, cache: Path = Path("bench_out/ensemble"),
         fetal: Path | None = None, max_cases: int | None = None,
         methods=("unet", "mcdropout", "ensemble", "mgnet"), log=print) -> dict:
@@ -125,7 +125,7 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
                          f"{', '.join(METHOD_LABELS)}; got {', '.join(methods)}")
     if "ensemble" in methods and ensemble_models is None:
         ensemble_models = ensemble_members(Path(images).parent, cache, log=log)
-    makers = {"unet": lambda: Predictor("unet"), "mcdropout": lambda: Predictor("mcdropout", passes=samples),
+    makers = {"unet": lambda: Predictor("unet"), "mcdropout": lambda: Predictor("mcdropout", passes=passes),
               "ensemble": lambda: Predictor("ensemble", models=ensemble_models), "mgnet": lambda: Predictor("mgnet")}
     predictors = {name: makers[name]() for name in METHOD_LABELS if name in methods}
     results = {}
@@ -157,7 +157,7 @@ def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test
     if mg["fetal_median_seconds"]:
         ratios["fetal_mcdropout_over_mgnet_time"] = mc["fetal_median_seconds"] / mg["fetal_median_seconds"]
     data = {"benchmark": "uncertainty", "command": command_line(), "machine": machine(),
-            "images": str(images), "split": split, "val_split": val_split, "mc_samples": samples,
+            "images": str(images), "split": split, "val_split": val_split, "mc_samples": passes,  # the key of the results files, kept
             "ensemble_models": [str(p) for p in ensemble_models or []], "fetal_stack": str(fetal) if fetal else None,
             "summary": summary, "ratios": ratios, "results": results}
     write_json(out_json, data)

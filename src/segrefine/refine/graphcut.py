@@ -42,7 +42,7 @@ import numpy as np
 
 from segrefine.errors import InputError
 from segrefine.refine.levelset import BACKGROUND, FOREGROUND, relative_spacing
-from segrefine.validate import as_number, as_probability, as_scribbles, as_slice
+from segrefine.validate import as_number, as_probability, as_scribbles, as_slice, renamed
 
 __all__ = ["graphcut_from_scratch", "graphcut_refine"]
 
@@ -109,7 +109,7 @@ def pairwise_weights(image: np.ndarray, *, spacing=None, sigma=None, connectivit
     return out
 
 
-def _cut(cost_fg: np.ndarray, cost_bg: np.ndarray, scribbles: np.ndarray, pairs, lam: float,
+def _cut(cost_fg: np.ndarray, cost_bg: np.ndarray, scribbles: np.ndarray, pairs, smoothness: float,
          keep_scribbles: bool = True):
     """Min cut with source = foreground; returns the foreground mask (the scribbled pixels
     set to their label unless ``keep_scribbles`` is False)."""
@@ -127,11 +127,11 @@ def _cut(cost_fg: np.ndarray, cost_bg: np.ndarray, scribbles: np.ndarray, pairs,
 
     graph = maxflow.Graph[float]()
     nodes = graph.add_grid_nodes(cost_fg.shape)
-    if lam > 0:
+    if smoothness > 0:
         for (di, dj), w in pairs:
             structure = np.zeros((3, 3))
             structure[1 + di, 1 + dj] = 1.0
-            graph.add_grid_edges(nodes, weights=lam * w, structure=structure, symmetric=True)
+            graph.add_grid_edges(nodes, weights=smoothness * w, structure=structure, symmetric=True)
     graph.add_grid_tedges(nodes, cap_source, cap_sink)
     graph.maxflow()
     mask = ~graph.get_grid_segments(nodes)  # True = sink side = background
@@ -146,10 +146,11 @@ def graphcut_refine(
     *,
     image: np.ndarray | None = None,
     spacing=None,
-    lam: float = 5.0,
+    smoothness: float = 5.0,
     sigma: float | None = None,
     connectivity: int = 8,
     keep_scribbles: bool = True,
+    lam: float | None = None,
 ) -> np.ndarray:
     """Refine the CNN segmentation of a slice with a graph cut and the scribbles.
 
@@ -163,7 +164,7 @@ def graphcut_refine(
         Intensities for the contrast term; ``None`` = ``prob``.
     spacing : pair of float, optional
         Pixel size per axis (``None`` = 1.0).
-    lam : float, default 5.0
+    smoothness : float, default 5.0
         Weight λ of the boundary term against the unaries ``-log P``,
         ``-log(1 - P)``.
     sigma : float, optional
@@ -195,10 +196,10 @@ def graphcut_refine(
     P = as_probability(prob, "prob")
     scr = as_scribbles(scribbles, P.shape, ref="prob")
     img = P if image is None else as_slice(image, "image", shape=P.shape, ref="prob")
-    lam = as_number(lam, "lam", low=0.0)
+    smoothness = as_number(renamed(lam, "lam", "smoothness", smoothness), "smoothness", low=0.0)
     pairs = pairwise_weights(img, spacing=spacing, sigma=sigma, connectivity=connectivity)
     Pc = np.clip(P, P_CLIP, 1.0 - P_CLIP)
-    return _cut(-np.log(Pc), -np.log1p(-Pc), scr, pairs, lam, keep_scribbles=bool(keep_scribbles))
+    return _cut(-np.log(Pc), -np.log1p(-Pc), scr, pairs, smoothness, keep_scribbles=bool(keep_scribbles))
 
 
 def intensity_unaries(image: np.ndarray, scribbles: np.ndarray, *, bins: int = 32):
@@ -227,10 +228,11 @@ def graphcut_from_scratch(
     scribbles: np.ndarray,
     *,
     spacing=None,
-    lam: float = 5.0,
+    smoothness: float = 5.0,
     bins: int = 32,
     sigma: float | None = None,
     connectivity: int = 8,
+    lam: float | None = None,
 ) -> np.ndarray:
     """Segment a slice from the scribbles alone (no CNN) with a graph cut.
 
@@ -243,7 +245,7 @@ def graphcut_from_scratch(
         samples of the intensity models.
     spacing : pair of float, optional
         Pixel size per axis (``None`` = 1.0).
-    lam : float, default 5.0
+    smoothness : float, default 5.0
         Weight λ of the boundary term.
     bins : int, default 32
         Number of histogram bins over the slice's intensity range.
@@ -265,9 +267,9 @@ def graphcut_from_scratch(
     """
     img = as_slice(image, "image")
     scr = as_scribbles(scribbles, img.shape)
-    lam = as_number(lam, "lam", low=0.0)
+    smoothness = as_number(renamed(lam, "lam", "smoothness", smoothness), "smoothness", low=0.0)
     cost_fg, cost_bg = intensity_unaries(img, scr, bins=bins)
     pairs = pairwise_weights(img, spacing=spacing, sigma=sigma, connectivity=connectivity)
     if not scr.any():
         return np.zeros(img.shape, bool)
-    return _cut(cost_fg, cost_bg, scr, pairs, lam)
+    return _cut(cost_fg, cost_bg, scr, pairs, smoothness)

@@ -96,7 +96,7 @@ Choices, and where they depart from the paper's text and the authors' code:
   ``λ dt / ε ≤ 1/4``).
 - **Geodesic distances** on the intensity slice (``image``, or ``P`` if no
   image is given) normalised to zero mean and unit variance, with
-  ``geodesic_lamb`` = 0.5 (:func:`segrefine.geodesic.geodesic_distance`):
+  ``gradient_weight`` = 0.5 (:func:`segrefine.geodesic.geodesic_distance`):
   half spatial, half intensity, so ``D`` = 4 reaches about 5.7 pixels in a
   flat region and less across edges. (The authors' code used 0.1; 1.0 made
   foreground scribbles leak along bright rims on the ``levelset_2d`` slices.)
@@ -160,6 +160,7 @@ from segrefine.validate import (
     as_scribbles,
     as_slice,
     as_spacing,
+    renamed,
 )
 
 __all__ = ["idrlse", "idrlse_numpy", "interaction_likelihood", "stroke_width", "user_force"]
@@ -193,7 +194,8 @@ def interaction_likelihood(
     *,
     spacing=None,
     D: float = 4.0,
-    geodesic_lamb: float = 0.5,
+    gradient_weight: float = 0.5,
+    geodesic_lamb: float | None = None,
 ) -> np.ndarray:
     """η, the scribbles' likelihood of foreground (UGIR's user-interaction term).
 
@@ -207,7 +209,7 @@ def interaction_likelihood(
         Pixel size per axis; distances are in units of the smallest one.
     D : float, default 4.0
         Threshold of the geodesic distances.
-    geodesic_lamb : float, default 0.5
+    gradient_weight : float, default 0.5
         λ of :func:`segrefine.geodesic.geodesic_distance`.
 
     Returns
@@ -221,11 +223,12 @@ def interaction_likelihood(
     img = as_slice(image, "image")
     scr = as_scribbles(scribbles, img.shape)
     D = as_number(D, "D", low=0.0, low_open=True)
-    geodesic_lamb = as_number(geodesic_lamb, "geodesic_lamb", low=0.0, high=1.0)
-    return _likelihood(img, scr, relative_spacing(spacing), D, geodesic_lamb)
+    gradient_weight = renamed(geodesic_lamb, "geodesic_lamb", "gradient_weight", gradient_weight)
+    gradient_weight = as_number(gradient_weight, "gradient_weight", low=0.0, high=1.0)
+    return _likelihood(img, scr, relative_spacing(spacing), D, gradient_weight)
 
 
-def _capped_distances(img, scr, rel_spacing, D, geodesic_lamb) -> tuple[np.ndarray, np.ndarray]:
+def _capped_distances(img, scr, rel_spacing, D, gradient_weight) -> tuple[np.ndarray, np.ndarray]:
     """``(G_F, G_B)``: geodesic distances to the foreground / background scribbles, capped at
     ``D`` (one number, or one per label)."""
     norm = _normalise(img)
@@ -234,15 +237,15 @@ def _capped_distances(img, scr, rel_spacing, D, geodesic_lamb) -> tuple[np.ndarr
     for label, cap in zip((FOREGROUND, BACKGROUND), caps):
         seeds = scr == label
         if seeds.any():
-            g = geodesic_distance(norm, seeds, spacing=rel_spacing, lamb=geodesic_lamb)
+            g = geodesic_distance(norm, seeds, spacing=rel_spacing, gradient_weight=gradient_weight)
             capped.append(np.minimum(g.astype(np.float64), cap))
         else:
             capped.append(np.full(img.shape, float(cap)))
     return capped[0], capped[1]
 
 
-def _likelihood(img, scr, rel_spacing, D, geodesic_lamb) -> np.ndarray:
-    g_f, g_b = _capped_distances(img, scr, rel_spacing, D, geodesic_lamb)
+def _likelihood(img, scr, rel_spacing, D, gradient_weight) -> np.ndarray:
+    g_f, g_b = _capped_distances(img, scr, rel_spacing, D, gradient_weight)
     eta = 1.0 / (1.0 + np.exp(g_f - g_b))
     return np.clip(eta, ETA_CLIP, 1.0 - ETA_CLIP)
 
@@ -315,7 +318,7 @@ def idrlse(
     spacing=None,
     alpha: float = 0.1,
     beta: float = 0.5,
-    lam: float = 0.3,
+    length_weight: float = 0.3,
     mu: float = 0.005,
     D: float = 4.0,
     max_iter: int = 200,
@@ -323,12 +326,14 @@ def idrlse(
     epsilon: float = 1.5,
     tol: int = 5,
     window: int = 10,
-    geodesic_lamb: float = 0.5,
+    gradient_weight: float = 0.5,
     user_term: str = "paper",
     D_rel: float = 0.0,
     reach_by_width: bool = False,
     min_iter: int = 0,
     iter_callback: Callable[[int, np.ndarray], object] | None = None,
+    lam: float | None = None,
+    geodesic_lamb: float | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Refine a slice segmentation with I-DRLSE (numba kernel).
 
@@ -345,7 +350,7 @@ def idrlse(
     spacing : pair of float, optional
         Pixel size per axis (``None`` = 1.0); lengths are in units of the
         smallest one (see the module docstring).
-    alpha, beta, lam, mu : float
+    alpha, beta, length_weight, mu : float
         Weights α (region, on P), β (user interaction), λ (length) and μ
         (distance regularisation); the paper's values 0.1, 0.5, 0.3, 0.005.
     D : float, default 4.0
@@ -359,7 +364,7 @@ def idrlse(
     tol, window : int, default 5 and 10
         Convergence: stop when at most ``tol`` pixels of the mask differ
         between iterations ``window`` apart.
-    geodesic_lamb : float, default 0.5
+    gradient_weight : float, default 0.5
         λ of the geodesic distance (0 Euclidean, 1 intensity only).
     user_term : {"paper", "authors"}, default "paper"
         The user term's form: the paper's ``β (G_B - G_F)`` or the authors'
@@ -403,10 +408,12 @@ def idrlse(
     See the module docstring for the energy, the update and every choice.
     The inputs are never modified.
     """
+    length_weight = renamed(lam, "lam", "length_weight", length_weight)
+    gradient_weight = renamed(geodesic_lamb, "geodesic_lamb", "gradient_weight", gradient_weight)
     return _idrlse(
         prob, scribbles, init=init, image=image, spacing=spacing, alpha=alpha, beta=beta,
-        lam=lam, mu=mu, D=D, max_iter=max_iter, dt=dt, epsilon=epsilon, tol=tol,
-        window=window, geodesic_lamb=geodesic_lamb, user_term=user_term, D_rel=D_rel,
+        length_weight=length_weight, mu=mu, D=D, max_iter=max_iter, dt=dt, epsilon=epsilon, tol=tol,
+        window=window, gradient_weight=gradient_weight, user_term=user_term, D_rel=D_rel,
         reach_by_width=reach_by_width, min_iter=min_iter, iter_callback=iter_callback, backend="numba",
     )
 
@@ -418,14 +425,15 @@ def idrlse_numpy(prob: np.ndarray, scribbles: np.ndarray, **options) -> tuple[np
     update, so the masks agree up to floating-point rounding. Kept as the
     reference implementation and the speed baseline.
     """
-    unknown = set(options) - set(idrlse.__kwdefaults__)
+    defaults = {k: v for k, v in idrlse.__kwdefaults__.items() if k not in ("lam", "geodesic_lamb")}
+    unknown = set(options) - set(defaults)
     if unknown:
         raise InputError(f"idrlse_numpy got unknown option(s): {', '.join(sorted(unknown))}")
-    return _idrlse(prob, scribbles, **{**idrlse.__kwdefaults__, **options}, backend="numpy")
+    return _idrlse(prob, scribbles, **{**defaults, **options}, backend="numpy")
 
 
-def _idrlse(prob, scribbles, *, init, image, spacing, alpha, beta, lam, mu, D, max_iter, dt,
-            epsilon, tol, window, geodesic_lamb, user_term, D_rel, reach_by_width, min_iter, iter_callback, backend):
+def _idrlse(prob, scribbles, *, init, image, spacing, alpha, beta, length_weight, mu, D, max_iter, dt,
+            epsilon, tol, window, gradient_weight, user_term, D_rel, reach_by_width, min_iter, iter_callback, backend):
     t0 = time.perf_counter()
     P = as_probability(prob, "prob", min_size=3)
     scr = as_scribbles(scribbles, P.shape, ref="prob")
@@ -434,7 +442,7 @@ def _idrlse(prob, scribbles, *, init, image, spacing, alpha, beta, lam, mu, D, m
     hy, hx = relative_spacing(spacing)
     alpha = as_number(alpha, "alpha", low=0.0)
     beta = as_number(beta, "beta", low=0.0)
-    lam = as_number(lam, "lam", low=0.0)
+    length_weight = as_number(length_weight, "length_weight", low=0.0)
     mu = as_number(mu, "mu", low=0.0)
     D = as_number(D, "D", low=0.0, low_open=True)
     max_iter = as_number(max_iter, "max_iter", low=0, integer=True)
@@ -442,7 +450,7 @@ def _idrlse(prob, scribbles, *, init, image, spacing, alpha, beta, lam, mu, D, m
     epsilon = as_number(epsilon, "epsilon", low=0.0, low_open=True)
     tol = as_number(tol, "tol", low=0, integer=True)
     window = as_number(window, "window", low=1, integer=True)
-    geodesic_lamb = as_number(geodesic_lamb, "geodesic_lamb", low=0.0, high=1.0)
+    gradient_weight = as_number(gradient_weight, "gradient_weight", low=0.0, high=1.0)
     if iter_callback is not None and not callable(iter_callback):
         raise InputError(f"`iter_callback` must be callable or None, got {iter_callback!r}")
     as_choice(user_term, "user_term", USER_TERMS)
@@ -459,12 +467,12 @@ def _idrlse(prob, scribbles, *, init, image, spacing, alpha, beta, lam, mu, D, m
         reaches = (reach / stroke_width(fg), reach / stroke_width(bg))
     phi = _signed_distance(start, (hy, hx))
     if fg.any() or bg.any():
-        g_f, g_b = _capped_distances(img, scr, (hy, hx), reaches, geodesic_lamb)
+        g_f, g_b = _capped_distances(img, scr, (hy, hx), reaches, gradient_weight)
         ell = user_force(g_f, g_b, user_term, reach=reaches if reaches[0] != reaches[1] else None)
     else:
         ell = np.zeros(P.shape)
 
-    params = (hy, hx, alpha, beta, lam, mu, dt, epsilon)
+    params = (hy, hx, alpha, beta, length_weight, mu, dt, epsilon)
     if backend == "numba":
         work = [np.empty_like(phi) for _ in range(5)]
         flag = np.empty(phi.shape, np.uint8)

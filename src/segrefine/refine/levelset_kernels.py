@@ -39,7 +39,7 @@ def _grad_at(f, i, j, height, width, ihx, ihy, ihx2, ihy2):
     return gx, gy
 
 @numba.njit(cache=True)
-def _evolve_numba(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_iter, margin,
+def _evolve_numba(phi, P, ell, cons, hy, hx, alpha, beta, length_weight, mu, dt, eps, n_iter, margin,
                   nx, ny, ux, uy, out, flag):
     """``n_iter`` iterations on the narrow band chosen from ``phi`` at the call.
 
@@ -191,7 +191,7 @@ def _evolve_numba(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_it
                 delta = (1.0 + band_cos[k]) * inv2eps
                 pq = Pf[q]
                 region = (pq - c1) * (pq - c1) - (pq - c2) * (pq - c2)
-                force += delta * (lam * (dnx + dny) - alpha * region)
+                force += delta * (length_weight * (dnx + dny) - alpha * region)
             v = p + dt * force
             c = cf[q]
             if c == 1 and v < 0.5:
@@ -208,7 +208,7 @@ def _evolve_numba(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_it
 # ---------------------------------------------------------------------------
 
 
-def _evolve_numpy(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_iter):
+def _evolve_numpy(phi, P, ell, cons, hy, hx, alpha, beta, length_weight, mu, dt, eps, n_iter):
     fg, bg = cons == FOREGROUND, cons == BACKGROUND
     for _ in range(n_iter):
         phi[0, :], phi[-1, :] = phi[2, :], phi[-3, :]
@@ -235,6 +235,6 @@ def _evolve_numpy(phi, P, ell, cons, hy, hx, alpha, beta, lam, mu, dt, eps, n_it
         dist_reg += lap
         delta = np.where(band, (1.0 + np.cos(np.pi * phi / eps)) / (2 * eps), 0.0)
         region = (P - c1) ** 2 - (P - c2) ** 2
-        phi += dt * (mu * dist_reg + delta * (lam * curvature - alpha * region) + beta * ell)
+        phi += dt * (mu * dist_reg + delta * (length_weight * curvature - alpha * region) + beta * ell)
         phi[fg] = np.maximum(phi[fg], CONSTRAINT_LEVEL)
         phi[bg] = np.minimum(phi[bg], -CONSTRAINT_LEVEL)

@@ -28,7 +28,7 @@ from segrefine.geodesic import geodesic_distance
 from segrefine.nets.segnet import GroupedUNet, unet_config
 
 D_CAP = 20.0
-GEODESIC_LAMB = 0.5
+GEODESIC_GRADIENT_WEIGHT = 0.5
 
 
 def rnet_inputs(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, spacing=None) -> np.ndarray:
@@ -39,7 +39,7 @@ def rnet_inputs(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, s
     for lab in (1, 2):
         seeds = scribbles == lab
         if seeds.any():
-            g = geodesic_distance(img, seeds, spacing=spacing, lamb=GEODESIC_LAMB)
+            g = geodesic_distance(img, seeds, spacing=spacing, gradient_weight=GEODESIC_GRADIENT_WEIGHT)
             chans.append(np.minimum(g, D_CAP).astype(np.float32) / D_CAP)
         else:
             chans.append(np.ones(img.shape, np.float32))

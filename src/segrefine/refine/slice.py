@@ -43,9 +43,9 @@ REFINE_METHODS = ("idrlse", "graphcut", "rnet", "paint")
 PRESETS: dict[str, dict[str, dict]] = {
     "default": {"idrlse": {"user_term": "paper", "D": 1.0, "D_rel": 0.1, "reach_by_width": True, "beta": 2.0,
                            "alpha": 0.1, "dt": 0.5, "epsilon": 2.0},
-                "graphcut": {"lam": 10.0}},
+                "graphcut": {"smoothness": 10.0}},
     "paper": {},
-    "hippocampus": {"idrlse": {"D": 1.5, "beta": 1.0, "dt": 0.5, "epsilon": 2.0}, "graphcut": {"lam": 10.0}},
+    "hippocampus": {"idrlse": {"D": 1.5, "beta": 1.0, "dt": 0.5, "epsilon": 2.0}, "graphcut": {"smoothness": 10.0}},
 }
 DEFAULT_PRESET = "default"
 
