@@ -33,9 +33,11 @@ are size limited and state-changing requests from another origin refused (``app.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -75,10 +77,16 @@ def datastore(request: Request) -> Datastore:
     return state.monailabel_datastore
 
 
-def _labels() -> dict[str, int]:
+@functools.lru_cache(maxsize=1)
+def _model_labels() -> tuple[tuple[str, int], ...]:
     from segrefine.dicomseg import model_labels
 
-    return model_labels()
+    return tuple(model_labels().items())  # read once: the checkpoint holds the weights too
+
+
+def _labels() -> dict[str, int]:
+    """The shipped MG-Net's label names and values (its model card)."""
+    return dict(_model_labels())
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -127,7 +135,7 @@ async def _read_body(request: Request) -> tuple[dict, dict]:
 
 def _multipart(params: dict, name: str, data: bytes, media: str) -> Response:
     """A ``multipart/form-data`` answer: a ``params`` part, then the file part ``image``."""
-    boundary = f"segrefine-{time.time_ns():x}"
+    boundary = f"segrefine-{secrets.token_hex(16)}"  # 128 random bits: not in the file's bytes
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n"
             f"Content-Type: application/json\r\n\r\n{json.dumps(params)}\r\n"
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
