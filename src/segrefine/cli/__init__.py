@@ -56,8 +56,11 @@ def friendly(func):
 
 
 def progress_bar() -> Progress:
+    """A progress bar on stderr; off where stderr is not a terminal (a log file, nohup), so that
+    the lines commands print while it runs reach the log at once instead of when it ends."""
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+                    disable=not console.is_terminal)
 
 
 def _five(text: str, option: str, kind, ok, what: str) -> list:
