@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -84,6 +85,15 @@ def test_installed_wheel_serves_the_viewer_and_niivue(tmp_path):
         assert web + rel in names, f"{rel} is not in {wheel.name}"
     assert web + "viewer/geometry.test.js" not in names  # the viewer's own tests stay out
     assert "segrefine/models/mgnet_hippocampus.pt" in names
+    # an sdist (what `python -m build` builds the wheel from) carries the same viewer files
+    code = "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    sdist = subprocess.run([sys.executable, "-c", code, str(tmp_path / "sdist")], cwd=src,
+                           capture_output=True, text=True, encoding="utf-8", check=True)
+    with tarfile.open(tmp_path / "sdist" / sdist.stdout.split()[-1]) as tf:
+        members = {m.split("/", 1)[1] for m in tf.getnames() if "/" in m}
+    for rel in ("web/viewer/index.html", "web/viewer/app.js",
+                "web/node_modules/@niivue/niivue/dist/index.js", "setup.py"):
+        assert rel in members, f"{rel} is not in the sdist"
 
     _pip("install", "--no-deps", "--no-index", "--quiet", "--target", str(site), str(wheel),
          cwd=tmp_path)
