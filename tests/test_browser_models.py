@@ -15,11 +15,27 @@ import httpx
 import numpy as np
 import pytest
 from server_util import running_server, synthetic_maps
-from test_browser import ARTIFACTS, browser, drag, page, strokes_done, to_page, wait_idle  # noqa: F401
+from test_browser import (  # noqa: F401 (browser and page are fixtures)
+    ARTIFACTS,
+    CHROMIUM,
+    NIIVUE,
+    browser,
+    drag,
+    page,
+    strokes_done,
+    to_page,
+    wait_idle,
+)
 
 from segrefine import io
 from segrefine.phantom import make_phantom
 
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="/usr/bin/chromium is absent: `apt-get install -y chromium` to run browser tests"),
+    pytest.mark.skipif(not NIIVUE.exists(),
+                       reason="web/node_modules is absent: run `npm ci` in web/ to run browser tests"),
+]
 COARSE = np.diag([1.0, 1.0, 3.0, 1.0])  # the same phantom with 3 mm slices: unlike the training data
 
 
