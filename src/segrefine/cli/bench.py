@@ -85,7 +85,7 @@ def bench_gcn(
     json_out: Path = typer.Option(..., "--json"),
     split: str | None = typer.Option("test", help="Split of the reported figures ('' = all)."),
     splits: Path | None = typer.Option(None),
-    samples: int = typer.Option(20, help="MC dropout passes T."),
+    passes: int = typer.Option(20, "--passes", "--samples", help="MC dropout passes T (--samples is the old name)."),
     tau: float = typer.Option(0.8),
     max_cases: int | None = typer.Option(None),
     sweep_cases: int = typer.Option(8, help="Cases of the τ sweep (low-data regime; 0 = skip)."),
@@ -105,7 +105,7 @@ def bench_gcn(
         shape = ()
     if shape is not None and (len(shape) != 3 or min(shape) < 8):
         raise InputError(f"--memory-shape must look like 512x512x300 (3 sizes >= 8), got {memory_shape!r}")
-    run(images, labels, json_out, split=split or None, splits_file=splits, samples=samples, tau=tau,
+    run(images, labels, json_out, split=split or None, splits_file=splits, passes=passes, tau=tau,
         max_cases=max_cases, sweep_cases=sweep_cases, cache=cache,
         regimes=[r.strip() for r in regimes.split(",") if r.strip()], tune_split=tune_split or None,
         memory_shape=shape, log=console.print)
@@ -155,7 +155,7 @@ def bench_uncertainty(
     split: str | None = typer.Option("test", help="Split of the reported figures ('' = every case but --val-split's)."),
     val_split: str = typer.Option("val", help="Split used to choose the UEO threshold."),
     splits: Path | None = typer.Option(None, help="Split file; default IMAGES/../splits.json."),
-    samples: int = typer.Option(10, help="MC dropout passes T."),
+    passes: int = typer.Option(10, "--passes", "--samples", help="MC dropout passes T (--samples is the old name)."),
     ensemble: list[Path] | None = typer.Option(None, "--ensemble-model", help="Ensemble members (default: shipped U-Net + 4 trained and cached)."),
     cache: Path = typer.Option(Path("bench_out/ensemble"), help="Where trained ensemble members are cached."),
     fetal: Path | None = typer.Option(None, help="Fetal stack for the speed column (default: the shared a26_12)."),
@@ -173,7 +173,7 @@ def bench_uncertainty(
     if fetal is None and shared_data_dir() is not None:
         fetal = shared_data_dir() / "fetal_stacks" / "images" / "a26_12.nii.gz"
     data = run(images, labels, json_out, split=split or None, val_split=val_split, splits_file=splits,
-               samples=samples, ensemble_models=ensemble or None, cache=cache, fetal=fetal,
+               passes=passes, ensemble_models=ensemble or None, cache=cache, fetal=fetal,
                max_cases=max_cases, methods=[m.strip() for m in methods.split(",") if m.strip()],
                log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text())

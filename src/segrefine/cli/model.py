@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 
 from segrefine.cli import _five, app, console, friendly, progress_bar
+from segrefine.cli.cohort import (OVERWRITE_HELP, SCHEDULER_HELP, SPLIT_HELP, WORKERS_HELP, cohort_mode,
+                                  run_cohort_cli)
 from segrefine.errors import InputError
 
 
@@ -130,16 +132,31 @@ def predict(
     method: str = typer.Option("mgnet", help="mgnet | unet | mcdropout | ensemble."),
     model: list[Path] | None = typer.Option(None, "--model", help="Checkpoint(s) or a shipped model's name "
                                                                  "(segrefine models); default: the shipped model."),
-    samples: int = typer.Option(10, "--samples", help="MC dropout passes T (10 or 20)."),
+    passes: int = typer.Option(10, "--passes", "--samples", help="MC dropout passes T (10 or 20; --samples is the old name)."),
     axis: int = typer.Option(2, help="Slice axis (0, 1 or 2)."),
     uncertainty: str = typer.Option("variance", help="variance | entropy (bits)."),
     format: str = typer.Option("nifti", "--format", help="nifti | dicom-seg (input: a DICOM series folder)."),
+    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    split: str | None = typer.Option(None, "--split", help=SPLIT_HELP),
 ):
     """Segment with uncertainty: writes <case>.nii.gz, <case>_prob.nii.gz, <case>_uncertainty.nii.gz,
     or with --format dicom-seg a DICOM SEG <case>_seg.dcm referencing the input series.
 
+    With --workers or --scheduler, -i may also be a list file (.txt) or a Decathlon dataset (docs/cohort.md).
     Example: segrefine predict -i ../shared/data/fetal_stacks/images -o out --method mgnet
     """
+    if cohort_mode(workers, scheduler, overwrite=overwrite, split=split):
+        from segrefine.nets.checkpoint import model_path
+
+        if format != "nifti":
+            raise InputError("--format dicom-seg writes one series; it does not go with --workers / --scheduler")
+        options = {"method": method, "models": [str(model_path(m)) for m in model or []], "passes": passes,
+                   "axis": axis, "uncertainty": uncertainty}
+        run_cohort_cli("predict", input, output, options, workers=workers, scheduler=scheduler,
+                       overwrite=overwrite, split=split)
+        return
     from segrefine.dicomseg import is_dicom_series
     from segrefine.io import check_writable_dir, list_images
     from segrefine.predict import load_inputs, predict_files
@@ -153,7 +170,7 @@ def predict(
     from segrefine.cli.cards import warn_if_unlike
     from segrefine.nets.checkpoint import model_path
 
-    predictor = Predictor(method, models=[model_path(m) for m in model] if model else None, passes=samples,
+    predictor = Predictor(method, models=[model_path(m) for m in model] if model else None, passes=passes,
                           axis=axis, uncertainty=uncertainty)
     warn_if_unlike(predictor, volumes, axis)
     check_writable_dir(output)
@@ -233,6 +250,9 @@ def serve(
     model: str | None = typer.Option(None, "--model", help="MG-Net checkpoint that 'Run MG-Net' uses: a "
                                                            "path or a shipped model's name (segrefine "
                                                            "models), e.g. phantom; default: mgnet."),
+    cohort: Path | None = typer.Option(None, "--cohort", help="A cohort output folder (predict | refine-gcn "
+                                                              "| suggest): GET /api/cohort lists its cases "
+                                                              "by expected gain from review."),
 ):
     """Start the web app (FastAPI + NiiVue viewer) and print the address to open.
 
@@ -247,8 +267,13 @@ def serve(
     if data_root is not None and not Path(data_root).is_dir():
         raise InputError(f"--data-root {data_root}: not a folder")
     check_writable_dir(workspace)
+    if cohort is not None:
+        from segrefine.cohort.queue import review_queue
+
+        n = len(review_queue(cohort)["cases"])  # refuses a folder with nothing to rank, before starting
+        console.print(f"cohort {cohort}: {n} cases in review order at /api/cohort")
     console.print(f"segrefine web app: open http://{host}:{port}/  (model: {model or 'mgnet'}, "
                   f"data root: {data_root}, sessions in {workspace}; Ctrl+C to stop)")
     run_server(data_root=Path(data_root) if data_root else None, workspace=workspace, host=host, port=port,
-               model=model)
+               model=model, cohort=cohort)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from segrefine.cli import app, console, friendly, progress_bar
+from segrefine.cli.cohort import OVERWRITE_HELP, SCHEDULER_HELP, SPLIT_HELP, WORKERS_HELP, cohort_mode, run_cohort_cli
 from segrefine.errors import InputError
 
 
@@ -67,7 +68,7 @@ def refine_gcn_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
     model: Path | None = typer.Option(None, "--model", help="Dropout U-Net checkpoint (default: shipped)."),
     tau: float = typer.Option(0.8, help="Entropy threshold τ (bits) of the uncertain voxels."),
-    samples: int = typer.Option(20, "--samples", help="MC dropout passes T."),
+    passes: int = typer.Option(20, "--passes", "--samples", help="MC dropout passes T (--samples is the old name)."),
     prob: Path | None = typer.Option(None, "--prob", help="Another model's probability map (single image)."),
     uncertainty: Path | None = typer.Option(None, "--uncertainty", help="Its entropy map in bits (with --prob)."),
     samples_file: Path | None = typer.Option(None, "--samples-file", help="4D NIfTI of MC samples (single image)."),
@@ -81,19 +82,23 @@ def refine_gcn_cmd(
                                                      "(default: the scheme's, ours: uncertain, authors: all)."),
     crf: bool = typer.Option(False, "--crf", help="Then run the dense CRF (its defaults) on the GCN's "
                                                   "probability (relabelled voxels) and E (elsewhere)."),
+    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    split: str | None = typer.Option(None, "--split", help=SPLIT_HELP),
 ):
     """Automatic refinement: a GCN trained on the confident voxels relabels the uncertain ones.
 
-    Writes <case>.nii.gz (refined labels) and <case>_entropy.nii.gz.
-    Example: segrefine refine-gcn -i case.nii.gz -o out --tau 0.8 --samples 20
+    Writes <case>.nii.gz (refined labels) and <case>_entropy.nii.gz. With --workers / --scheduler the
+    MC dropout passes are seeded from the case name (the same result on any worker; docs/cohort.md).
+    Example: segrefine refine-gcn -i case.nii.gz -o out --tau 0.8 --passes 20
     """
-    import warnings
-
     import numpy as np
 
     from segrefine import io
-    from segrefine.refine.gcn import NODE_SETS, RELABEL, SCHEMES, mc_statistics, refine_gcn
-    from segrefine.uncertainty import Predictor, binary_entropy
+    from segrefine.cohort.tasks import refine_gcn_maps
+    from segrefine.refine.gcn import NODE_SETS, RELABEL, SCHEMES
+    from segrefine.uncertainty import Predictor
 
     if not 0 < tau <= 1:
         raise InputError(f"--tau must be in (0, 1], got {tau}")
@@ -107,6 +112,15 @@ def refine_gcn_cmd(
         raise InputError(f"--relabel must be one of {', '.join(RELABEL)}, got {relabel!r}")
     if margin < 0:
         raise InputError(f"--margin must be 0 or more voxels, got {margin}")
+    if cohort_mode(workers, scheduler, overwrite=overwrite, split=split):
+        if prob is not None or samples_file is not None or uncertainty is not None:
+            raise InputError("--prob / --uncertainty / --samples-file go with a single image, not with "
+                             "--workers / --scheduler")
+        options = {"models": [str(model)] if model else [], "passes": passes, "tau": tau, "margin": margin,
+                   "nodes": nodes, "max_nodes": max_nodes, "graph": graph, "relabel": relabel, "crf": crf}
+        run_cohort_cli("refine-gcn", input, output, options, workers=workers, scheduler=scheduler,
+                       overwrite=overwrite, split=split)
+        return
     files = io.list_images(input)
     external = prob is not None or samples_file is not None
     if external and len(files) != 1:
@@ -115,7 +129,7 @@ def refine_gcn_cmd(
         raise InputError("--uncertainty needs --prob")
     volumes = [(f, io.load(f)) for f in files]
     out_dir = io.check_writable_dir(output)
-    predictor = None if external else Predictor("mcdropout", models=[model] if model else None, passes=samples)
+    predictor = None if external else Predictor("mcdropout", models=[model] if model else None, passes=passes)
     if predictor is not None:
         from segrefine.cli.cards import warn_if_unlike
 
@@ -135,27 +149,14 @@ def refine_gcn_cmd(
                 kw["entropy"] = _load_like(uncertainty, vol, "--uncertainty")
         else:
             kw["samples"] = predictor(vol.array, keep_samples=True).samples
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            refined, info = refine_gcn(vol.array, tau=tau, spacing=vol.spacing, margin=margin, nodes=nodes,
-                                       max_nodes=max_nodes, graph=graph, relabel=relabel, return_prob=crf,
-                                       **kw)
-            if crf:
-                from segrefine.refine.crf import dense_crf
-
-                before = refined
-                refined = dense_crf(vol.array, info["prob"], spacing=vol.spacing)
-                info["n_changed_crf"] = int((refined != before).sum())
-        for w in caught:
-            console.print(f"[yellow]warning:[/yellow] {path}: {w.message}")
-        if "samples" in kw:
-            entropy = mc_statistics(kw["samples"])[1]
-        else:
-            entropy = kw.get("entropy", binary_entropy(kw["prob"]))
+        refined, entropy, info, caught = refine_gcn_maps(vol, crf=crf, tau=tau, margin=margin, nodes=nodes,
+                                                         max_nodes=max_nodes, graph=graph, relabel=relabel,
+                                                         **kw)
+        for message in caught:
+            console.print(f"[yellow]warning:[/yellow] {path}: {message}")
         case = io.case_name(path)
-        io.save(vol.with_array(refined.astype(np.uint8)), out_dir / f"{case}.nii.gz", dtype=np.uint8)
-        io.save(vol.with_array(np.asarray(entropy, np.float32)), out_dir / f"{case}_entropy.nii.gz",
-                dtype=np.float32)
+        io.save(vol.with_array(refined), out_dir / f"{case}.nii.gz", dtype=np.uint8)
+        io.save(vol.with_array(entropy), out_dir / f"{case}_entropy.nii.gz", dtype=np.float32)
         crf_note = f", then {info['n_changed_crf']} by the CRF" if crf else ""
         console.print(f"{case}: {info.get('n_nodes', 0)} nodes, {info.get('n_uncertain', 0)} uncertain, "
                       f"{info.get('n_changed', 0)} voxels changed{crf_note}, {info.get('seconds_total', 0):.2f} s")
@@ -164,8 +165,9 @@ def refine_gcn_cmd(
 @app.command()
 @friendly
 def suggest(
-    input: Path = typer.Option(..., "-i", "--input", help="Image (3D)."),
-    json_out: Path = typer.Option(..., "--json", help="Ranked slices (JSON)."),
+    input: Path = typer.Option(..., "-i", "--input", help="Image (3D); with --workers / --scheduler a "
+                                                          "folder, list file or Decathlon dataset."),
+    json_out: Path | None = typer.Option(None, "--json", help="Ranked slices (JSON) of the one image."),
     prob: Path | None = typer.Option(None, "--prob", help="Foreground probability map of any model."),
     uncertainty: Path | None = typer.Option(None, "--uncertainty", help="Voxel uncertainty map."),
     seg: Path | None = typer.Option(None, "--seg", help="Segmentation (default: prob > 0.5)."),
@@ -174,6 +176,12 @@ def suggest(
     order: str = typer.Option("gain", help="gain (expected wrong voxels Σ min(p, 1-p), the default) | "
                                            "nu (the paper's ν = ΣU / (ΣY + ζ)) | nu-naive (ν* = ΣU)."),
     naive: bool = typer.Option(False, help="Deprecated: the same as --order nu-naive."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Cohort mode: the folder of the "
+                                                                    "<case>.json files and manifest.json."),
+    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    split: str | None = typer.Option(None, "--split", help=SPLIT_HELP),
 ):
     """Rank slices by uncertainty: the slices a person should check first.
 
@@ -184,11 +192,22 @@ def suggest(
 
     from segrefine import io
     from segrefine.bench.common import write_json
-    from segrefine.guidance import ORDERS
+    from segrefine.guidance import ORDERS, budget_count
     from segrefine.guidance import suggest as rank
 
     if order not in ORDERS:
         raise InputError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if cohort_mode(workers, scheduler, overwrite=overwrite, split=split):
+        if output is None or json_out is not None or prob is not None or uncertainty is not None:
+            raise InputError("with --workers / --scheduler give -o OUT (a folder; MG-Net runs on each case), "
+                             "not --json, --prob or --uncertainty")
+        budget_count(1, budget)
+        options = {"axis": axis, "budget": budget, "order": "nu-naive" if naive else order}
+        run_cohort_cli("suggest", input, output, options, workers=workers, scheduler=scheduler,
+                       overwrite=overwrite, split=split)
+        return
+    if json_out is None or output is not None:
+        raise InputError("give --json FILE for one image (-o OUT goes with --workers / --scheduler)")
     if Path(json_out).is_dir():
         raise InputError(f"--json {json_out}: is a folder; give the JSON file's name")
     io.check_writable_dir(Path(json_out).parent)  # before the model runs
@@ -285,3 +304,35 @@ def simulate(
                   f"{m['user_seconds']:.1f} s user, {m['machine_seconds']:.2f} s machine")
 
 
+
+
+@app.command()
+@friendly
+def queue(
+    output: Path = typer.Argument(..., help="A cohort output folder (predict | refine-gcn | suggest)."),
+    top: int = typer.Option(20, help="Rows printed (queue.json holds every case)."),
+):
+    """Rank a cohort's volumes by expected gain from review (expected wrong voxels, Σ min(p, 1-p)),
+    each with its slices in review order; writes OUT/queue.json (`segrefine serve --cohort OUT` lists it).
+
+    Example: segrefine queue out
+    """
+    import json
+
+    from rich.table import Table
+
+    from segrefine.cohort.queue import QUEUE, review_queue
+    from segrefine.io import atomic_path
+
+    if top < 0:
+        raise InputError(f"--top must be 0 or more, got {top}")
+    data = review_queue(output)
+    with atomic_path(Path(output) / QUEUE) as tmp:
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    table = Table("rank", "case", "expected gain (voxels)", "uncertainty ν", "first slices")
+    for c in data["cases"][:top]:
+        table.add_row(str(c["rank"]), c["case"], f"{c['expected_gain']:.1f}", f"{c['uncertainty']:.4g}",
+                      ", ".join(str(k) for k, _ in c["slices"][:5]))
+    console.print(table)
+    console.print(f"{len(data['cases'])} cases ranked, {len(data['failed'])} failed; "
+                  f"-> {Path(output) / QUEUE}")

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from segrefine import io, uploads
 from segrefine.errors import InputError
 from segrefine.server.monailabel import router as monailabel_router
+from segrefine.server.cohort import router as cohort_router
 from segrefine.server.routes import router
 from segrefine.server.store import SessionStore, UnknownSession
 
@@ -267,6 +268,8 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
         return response
 
     app.include_router(router, prefix="/api")
+    app.state.cohort = None  # a cohort output folder; serve(cohort=...) sets it (GET /api/cohort)
+    app.include_router(cohort_router, prefix="/api")
     app.include_router(monailabel_router, include_in_schema=False)  # MONAI Label protocol (docs/slicer.md)
 
     # ------------------------------------------------------------------ the viewer
@@ -359,9 +362,11 @@ def _warm_up_in_background(model: str | None = None) -> threading.Thread:
 
 
 def serve(*, data_root: Path | None, workspace: Path, host: str = "127.0.0.1",
-          port: int = 8000, warm: bool = True, model: str | Path | None = None) -> None:
+          port: int = 8000, warm: bool = True, model: str | Path | None = None,
+          cohort: Path | None = None) -> None:
     """Run the app with uvicorn until interrupted (``segrefine serve``); with ``warm`` the
-    refinement methods are warmed up in a background thread while the server starts."""
+    refinement methods are warmed up in a background thread while the server starts; ``cohort``
+    (a cohort output folder) is listed by ``GET /api/cohort`` in review order."""
     import uvicorn
 
     loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
@@ -370,6 +375,7 @@ def serve(*, data_root: Path | None, workspace: Path, host: str = "127.0.0.1",
                     "address can read and change the sessions", host)
     app = make_app(data_root=data_root, workspace=workspace, model=model,
                    allowed_hosts=[*LOOPBACK_HOSTS, host] if loopback else None)
+    app.state.cohort = cohort
     if warm:
         _warm_up_in_background(app.state.model)
     uvicorn.run(app, host=host, port=port, log_level="info")
