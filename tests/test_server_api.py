@@ -255,7 +255,7 @@ def test_bad_editing_requests(client, workspace):
     r = client.post(url, content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422
     r = client.get(f"/api/sessions/{sid}/slices/5/0")
-    assert r.status_code == 400 and "axis must be 0, 1 or 2" in r.json()["detail"]
+    assert r.status_code == 400 and "`axis` must be 0, 1 or 2" in r.json()["detail"]
     r = client.post(f"/api/sessions/{sid}/accept", json={"index": -1})
     assert r.status_code == 422
     assert client.get(f"/api/sessions/{sid}/arrays/image").status_code == 404

@@ -51,7 +51,7 @@ from segrefine.journal import Journal, fsync_file, write_durable
 from segrefine.persist import Patch, bbox, read_snapshot, read_v1, write_snapshot
 from segrefine.preprocess import normalise
 from segrefine.refine.slice import DEFAULT_PRESET, REFINE_METHODS, preset_params, refine_slice
-from segrefine.validate import image_map
+from segrefine.validate import as_axis, as_choice, as_number, image_map
 
 FORMAT = "segrefine-session/2"
 FORMAT_V1 = "segrefine-session/1"  # state.npz rewritten whole per action; converted on open
@@ -125,14 +125,10 @@ class Session:
         folder = Path(folder)
         if (folder / "meta.json").exists():
             raise InputError(f"{folder}: a session already exists there; open it instead")
-        if axis not in (0, 1, 2):
-            raise InputError(f"axis must be 0, 1 or 2, got {axis}")
-        if method not in REFINE_METHODS:
-            raise InputError(f"method must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
-        if not 0 < budget <= 1:
-            raise InputError(f"budget must be in (0, 1], got {budget}")
-        if order not in ORDERS:
-            raise InputError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        as_axis(axis)
+        as_choice(method, "method", REFINE_METHODS)
+        as_number(budget, "budget", low=0.0, high=1.0, low_open=True)
+        as_choice(order, "order", ORDERS)
         preset_params(preset, method)
         volume = io.load(image) if not isinstance(image, io.Volume) else image
         name = io.case_name(image) if not isinstance(image, io.Volume) else "image"
@@ -349,9 +345,7 @@ class Session:
 
     # ------------------------------------------------------------------ slice access
     def _check_index(self, index: int, axis: int | None = None) -> int:
-        axis = self.axis if axis is None else axis
-        if axis not in (0, 1, 2):
-            raise InputError(f"axis must be 0, 1 or 2, got {axis}")
+        axis = as_axis(self.axis if axis is None else axis)
         n = self.image.shape[axis]
         if not isinstance(index, (int, np.integer)) or not 0 <= index < n:
             raise InputError(f"slice index {index} outside 0..{n - 1} along axis {axis}")
