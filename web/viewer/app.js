@@ -6,15 +6,12 @@
 
 import * as api from "./api.js";
 import { Geometry } from "./geometry.js";
+import { V, makeDrawLut, segment } from "./draw.js";
+import { renderQueue as drawQueue } from "./queue.js";
+import { bindKeys, nudge } from "./keys.js";
+import { $, fillSelect, say } from "./dom.js";
 import { clearMapsForm, mapsForm, showModelWarning, warningOf } from "./models.js";
 
-const $ = (id) => document.getElementById(id);
-
-function say(text, isError = false) {
-  const el = $("message");
-  el.textContent = text;
-  el.classList.toggle("error", isError);
-}
 
 let niivue;
 try {
@@ -25,43 +22,6 @@ try {
 }
 const { Niivue, SLICE_TYPE } = niivue;
 
-// Everything drawn over the image lives in NiiVue's drawing bitmap (one byte per
-// voxel, RAS order), coloured by a 256-entry table. NiiVue composites overlay
-// volumes above the drawing, so a heat-map overlay would tint the scribbles and
-// re-uploading overlay volumes costs ~40 ms; a single drawing keeps the layers in
-// the right order and a refined slice redraws in well under a millisecond.
-const V = { none: 0, fg: 1, bg: 2, outline: 3, out0: 4, in0: 128, levels: 124 };
-
-function heat(t) { // uncertainty colour and opacity, t in [0, 1]
-  return [255, Math.round(40 + 215 * t), Math.round(60 * t * t), t < 0.04 ? 0 : Math.round(60 + 150 * t)];
-}
-
-function over(top, bottom) { // "top over bottom", straight alpha, 0..255
-  const at = top[3] / 255;
-  const ab = bottom[3] / 255;
-  const a = at + ab * (1 - at);
-  if (a === 0) return [0, 0, 0, 0];
-  const mix = (i) => Math.round((top[i] * at + bottom[i] * ab * (1 - at)) / a);
-  return [mix(0), mix(1), mix(2), Math.round(255 * a)];
-}
-
-function makeDrawLut() {
-  const R = [], G = [], B = [], A = [], I = [], labels = [];
-  const put = (v, rgba, label) => {
-    R.push(rgba[0]); G.push(rgba[1]); B.push(rgba[2]); A.push(rgba[3]); I.push(v); labels.push(label);
-  };
-  put(V.none, [0, 0, 0, 0], "");
-  put(V.fg, [40, 230, 60, 255], "foreground scribble");
-  put(V.bg, [30, 150, 255, 255], "background scribble");
-  put(V.outline, [255, 60, 60, 255], "mask outline");
-  const fill = [255, 60, 60, 60];
-  for (let L = 0; L < V.levels; L++) {
-    const h = heat(L / (V.levels - 1));
-    put(V.out0 + L, h, `uncertainty ${L}`);
-    put(V.in0 + L, over(h, fill), `mask, uncertainty ${L}`);
-  }
-  return { R, G, B, A, I, labels };
-}
 const DRAW_LUT = makeDrawLut();
 const TOOLS = { navigate: null, fg: 1, bg: 2, erase: 0 };
 const INK = { fg: "rgba(40,230,60,0.9)", bg: "rgba(30,150,255,0.9)", erase: "rgba(255,255,255,0.8)" };
@@ -245,54 +205,9 @@ function renderStatus() {
 }
 
 function renderQueue() {
-  const list = $("queue-list");
-  if (!S.sugg || !S.status) {
-    list.replaceChildren();
-    return;
-  }
-  const q = S.status.queue || S.sugg.queue;
-  const accepted = new Set(S.status.accepted);
-  const shown = new Set(q.shown);
-  const nuMax = Math.max(1e-12, ...S.sugg.slices.map((s) => s.nu));
-  const k = currentIndex();
-  $("budget").textContent =
-    `budget M' = ${S.sugg.budget} → ${S.sugg.budget_slices} of ${S.sugg.slices.length} slices`;
-  const done = S.sugg.slices.filter((s) => s.in_budget && accepted.has(s.index)).length;
-  $("progress").max = S.sugg.budget_slices;
-  $("progress").value = done;
-  $("progress-text").textContent = `${done} / ${S.sugg.budget_slices} checked · ${q.shown.length} suggested`;
-  let stop = `early stop: ${q.streak} / 3 slices in a row needed no refinement`;
-  if (q.stopped_early) stop = "stopped early: 3 suggested slices in a row needed no refinement";
-  else if (q.done) stop = "budget used: every suggested slice was shown";
-  $("early-stop").textContent = stop;
-  $("early-stop").classList.toggle("stopped", q.stopped_early || q.done);
-  const items = S.sugg.slices.map((s, rank) => {
-    const li = document.createElement("li");
-    li.dataset.index = s.index;
-    li.classList.toggle("out", !s.in_budget);
-    li.classList.toggle("accepted", accepted.has(s.index));
-    li.classList.toggle("shown", shown.has(s.index));
-    li.classList.toggle("current", s.index === k);
-    li.title = `slice ${s.index}: ν = ${s.nu.toFixed(4)}, ν* = ${s.nu_naive.toFixed(2)}, area ${s.area}`;
-    const label = document.createElement("span");
-    label.className = "idx";
-    label.textContent = `${rank + 1}. #${s.index}`;
-    const bar = document.createElement("span");
-    bar.className = "bar";
-    const fill = document.createElement("span");
-    fill.style.width = `${(100 * s.nu) / nuMax}%`;
-    bar.append(fill);
-    const val = document.createElement("span");
-    val.className = "nu";
-    val.textContent = s.nu.toFixed(3);
-    const mark = document.createElement("span");
-    mark.className = "mark";
-    mark.textContent = accepted.has(s.index) ? "✓" : shown.has(s.index) ? "•" : "";
-    li.append(label, bar, val, mark);
-    li.addEventListener("click", () => goToSlice(s.index));
-    return li;
-  });
-  list.replaceChildren(...items);
+  const el = { list: $("queue-list"), budget: $("budget"), progress: $("progress"),
+    progressText: $("progress-text"), stop: $("early-stop") };
+  drawQueue(el, S.sugg, S.status, currentIndex(), goToSlice);
 }
 
 function setTool(name) {
@@ -356,20 +271,9 @@ function nextFrame() {
 async function refreshLists() {
   const [sessions, files] = await Promise.all([api.getJSON(api.routes.sessions()), api.getJSON(api.routes.files())]);
   const ss = $("session-select");
-  ss.replaceChildren(...sessions.map((s) => {
-    const o = document.createElement("option");
-    o.value = s.id;
-    o.textContent = `${s.name} (${new Date(s.updated * 1000).toLocaleString()})`;
-    return o;
-  }));
+  fillSelect(ss, sessions, (s) => s.id, (s) => `${s.name} (${new Date(s.updated * 1000).toLocaleString()})`);
   if (S.sid) ss.value = S.sid;
-  const fs = $("file-select");
-  fs.replaceChildren(...files.map((f) => {
-    const o = document.createElement("option");
-    o.value = f.path;
-    o.textContent = f.path;
-    return o;
-  }));
+  fillSelect($("file-select"), files, (f) => f.path, (f) => f.path);
 }
 
 async function openSession(sid) {
@@ -545,24 +449,6 @@ function inkLine(from, to) {
   ctx.stroke();
 }
 
-/** pixels of the segment a-b on the slice grid (Bresenham), both ends included */
-function segment(a, b, out) {
-  let [r0, c0] = a;
-  const [r1, c1] = b;
-  const dr = Math.abs(r1 - r0);
-  const dc = Math.abs(c1 - c0);
-  const sr = r0 < r1 ? 1 : -1;
-  const sc = c0 < c1 ? 1 : -1;
-  let err = dc - dr;
-  for (;;) {
-    out.add(`${r0},${c0}`);
-    if (r0 === r1 && c0 === c1) return;
-    const e2 = 2 * err;
-    if (e2 > -dr) { err -= dr; c0 += sc; }
-    if (e2 < dc) { err += dc; r0 += sr; }
-  }
-}
-
 ink.addEventListener("pointerdown", (e) => {
   if (!S.ready || S.tool === "navigate" || e.button !== 0) return;
   const px = eventPixel(e);
@@ -637,11 +523,6 @@ $("radius").addEventListener("input", (e) => {
   $("radius-value").textContent = S.radius;
 });
 
-function nudgeRadius(step) {
-  const el = $("radius");
-  el.value = String(Math.max(Number(el.min), Math.min(Number(el.max), Number(el.value) + step)));
-  el.dispatchEvent(new Event("input"));
-}
 $("next").addEventListener("click", nextSuggestion);
 $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
@@ -693,24 +574,11 @@ const KEYS = {
   ArrowDown: () => goToSlice(currentIndex() - 1),
   PageUp: () => goToSlice(currentIndex() + 1),
   PageDown: () => goToSlice(currentIndex() - 1),
-  "[": () => nudgeRadius(-1),
-  "]": () => nudgeRadius(+1),
+  "[": () => nudge($("radius"), -1),
+  "]": () => nudge($("radius"), +1),
 };
 
-document.addEventListener("keydown", (e) => {
-  if (e.target.closest("input, select, textarea") || e.altKey || e.metaKey) return;
-  if (!S.ready) return;
-  let key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
-  if (e.ctrlKey) {
-    if (key === "z" && e.shiftKey) key = "y";
-    else if (key !== "z" && key !== "y") return;
-  }
-  const action = KEYS[key];
-  if (action) {
-    e.preventDefault();
-    action();
-  }
-});
+bindKeys(KEYS, () => S.ready);
 
 // ------------------------------------------------------------------ start
 setTool("fg");

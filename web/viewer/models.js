@@ -1,7 +1,8 @@
 // The model side of the page: the model-card warning a prediction answers with, and the
 // form that uploads another model's maps (probability, uncertainty, optional segmentation).
 
-const $ = (id) => document.getElementById(id);
+import { $ } from "./dom.js";
+
 const MAP_INPUTS = { prob: "maps-prob", uncertainty: "maps-unc", segmentation: "maps-seg" };
 
 /** show (or, with null, hide) the one-line warning that the image is unlike the model's training data */
