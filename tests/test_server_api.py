@@ -138,6 +138,9 @@ def test_scribble_refine_undo_redo_accept_download(client, workspace, shared, tm
     key = {"gain": "expected_errors", "nu": "nu", "nu-naive": "nu_naive"}[sugg["order"]]
     scores = [s[key] for s in sugg["slices"]]  # ranked by the session's order, highest first
     assert scores == sorted(scores, reverse=True)
+    # the queue says which stop rule it runs (the viewer shows it): the order's own
+    assert (sugg["queue"]["stop_remaining"] is not None) == (sugg["order"] == "gain")
+    assert (sugg["queue"]["patience"] is not None) == (sugg["order"] != "gain")
     nxt = client.post(f"/api/sessions/{sid}/next").json()
     k = nxt["index"]
     assert k == sugg["slices"][0]["index"] and nxt["queue"]["shown"] == [k]

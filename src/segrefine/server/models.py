@@ -118,6 +118,9 @@ class QueueOut(BaseModel):
     position: int
     budget_slices: int
     streak: int
+    patience: int | None = Field(None, description="stop after this many clean slices in a row (nu orders)")
+    stop_remaining: float | None = Field(None, description="stop once the slices left hold less than this "
+                                                           "fraction of the expected wrong voxels (gain order)")
     remaining_fraction: float | None = None
     stopped_early: bool
     done: bool

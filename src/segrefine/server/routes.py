@@ -269,7 +269,7 @@ def set_maps_from_path(sid: str, body: m.MapsFromPath, request: Request) -> m.Ac
 
 @router.get(SUGGESTIONS, response_model=m.SuggestionsOut)
 def suggestions(sid: str, request: Request) -> m.SuggestionsOut:
-    """Slices ranked by ν with the budget M' and the queue's state (early stop, progress)."""
+    """Slices ranked by the session's order with the budget M' and the queue's state (stop rule, progress)."""
     with _store(request).use(sid) as s:
         _require_maps(s)
         return m.SuggestionsOut(**{k: v for k, v in s.suggestions.items() if k != "slices"},
