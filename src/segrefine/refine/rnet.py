@@ -15,7 +15,6 @@ segmentation networks.
 
 from __future__ import annotations
 
-import math
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +24,8 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.geodesic import geodesic_distance
-from segrefine.nets.segnet import GroupedUNet, unet_config
+from segrefine.nets.rnet import fit_rnet, pad_inputs, rnet_config  # noqa: F401 (rnet_config: public)
+from segrefine.nets.segnet import GroupedUNet
 
 D_CAP = 20.0
 GEODESIC_GRADIENT_WEIGHT = 0.5
@@ -44,23 +44,6 @@ def rnet_inputs(image: np.ndarray, prob: np.ndarray, scribbles: np.ndarray, *, s
         else:
             chans.append(np.ones(img.shape, np.float32))
     return np.stack(chans)
-
-
-def pad_inputs(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """Pad ``(4, H, W)`` inputs to a multiple: image and P with 0, geodesic maps with 1 (far)."""
-    from segrefine.preprocess import pad_to_multiple
-
-    padded, crop = pad_to_multiple(x, multiple)
-    far = np.ones(padded.shape[1:], bool)
-    far[crop] = False
-    padded[2:, far] = 1.0
-    return padded, crop
-
-
-def rnet_config() -> object:
-    cfg = unet_config(base=16, dropout=(0.0, 0.1, 0.2, 0.2, 0.2))
-    cfg.arch, cfg.in_channels = "rnet", 4
-    return cfg
 
 
 @lru_cache(maxsize=4)
@@ -124,77 +107,11 @@ def training_slices(cases, *, axis: int = 2, seed: int = 0, log=print):
 def train_rnet(train_cases, val_cases, out: Path, *, epochs: int = 10, iterations: int = 100,
                batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log=print,
                card: dict | None = None) -> dict:
-    """Train R-Net on simulated interactions and save the checkpoint with the best val Dice
-    (with ``card``, its val Dice filled in, when given)."""
-    from segrefine.metrics import dice
-    from segrefine.nets.card import with_val_dice
-    from segrefine.nets.checkpoint import save_checkpoint
-    from segrefine.nets.train import dice_loss
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    """Train R-Net on simulated interactions (:func:`training_slices`) with
+    :func:`segrefine.nets.rnet.fit_rnet`, keeping the checkpoint with the best val Dice."""
     t0 = time.time()
     xs, ys = training_slices(train_cases, seed=seed, log=log)
     vx, vy = training_slices(val_cases, seed=seed + 1, log=None)
     log(f"R-Net: {len(xs)} training slices, {len(vx)} validation slices ({time.time() - t0:.0f} s)")
-    net = GroupedUNet(rnet_config())
-    m = net.multiple
-    ph = -(-max(x.shape[1] for x in xs) // m) * m
-    pw = -(-max(x.shape[2] for x in xs) // m) * m
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-5)
-    total = epochs * iterations
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda it: 0.5 * (1 + math.cos(math.pi * min(it, total) / total)) * 0.95 + 0.05)
-
-    def canvas(x, y):
-        c, h, w = x.shape
-        xb = np.zeros((c, ph, pw), np.float32)
-        xb[2:] = 1.0  # geodesic "far" outside the slice
-        yb = np.zeros((ph, pw), np.int64)
-        oy, ox = int(rng.integers(0, ph - h + 1)), int(rng.integers(0, pw - w + 1))
-        xb[:, oy:oy + h, ox:ox + w] = x
-        yb[oy:oy + h, ox:ox + w] = y
-        if rng.random() < 0.5:
-            xb, yb = xb[:, ::-1], yb[::-1]
-        if rng.random() < 0.5:
-            xb, yb = xb[:, :, ::-1], yb[:, ::-1]
-        return xb, yb
-
-    def val_dice() -> float:
-        net.eval()
-        scores = []
-        with torch.inference_mode():
-            for x, y in zip(vx, vy):
-                padded, crop = pad_inputs(x, m)
-                pred = net(torch.from_numpy(np.ascontiguousarray(padded[None])))[0, 0].argmax(0).numpy()
-                scores.append(dice(pred[crop[0], crop[1]] > 0, y > 0))
-        net.train()
-        return float(np.mean(scores))
-
-    history, best = [], -1.0
-    net.train()
-    for epoch in range(epochs):
-        losses = []
-        for _ in range(iterations):
-            idx = rng.integers(len(xs), size=batch_size)
-            pairs = [canvas(xs[i], ys[i]) for i in idx]
-            xb = torch.from_numpy(np.ascontiguousarray(np.stack([p[0] for p in pairs])))
-            yb = torch.from_numpy(np.ascontiguousarray(np.stack([p[1] for p in pairs])))
-            loss = dice_loss(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        vd = val_dice()
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_slice_dice": vd,
-                        "seconds": round(time.time() - t0, 1)})
-        log(f"R-Net epoch {epoch + 1}: loss {np.mean(losses):.4f}, val slice Dice {vd:.4f}")
-        if vd > best:
-            best = vd
-            summary = {"train": {"epochs": epochs, "iterations_per_epoch": iterations, "batch_size": batch_size,
-                                 "lr": lr, "seed": seed, "canvas": [ph, pw]},
-                       "history": history, "best_val_slice_dice": best, "train_slices": len(xs)}
-            save_checkpoint(net, out, summary,
-                            card=with_val_dice(card, best, sum(p.numel() for p in net.parameters())))
-    return summary
+    return fit_rnet(xs, ys, vx, vy, out, epochs=epochs, iterations=iterations, batch_size=batch_size,
+                    lr=lr, seed=seed, log=log, card=card, t0=t0)
