@@ -49,6 +49,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_serving(url: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    """Return once ``url`` answers ``/api/sessions``; raise with the log's end if the process
+    exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: "
+                               f"{log_path.read_text(encoding='utf-8', errors='replace')[-3000:]}")
+        try:
+            if httpx.get(f"{url}/api/sessions", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start in time")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def running_server(workspace: Path, data_root: Path | None, *, timeout: float = 60.0,
                    model: str | None = None):
@@ -68,20 +86,8 @@ def running_server(workspace: Path, data_root: Path | None, *, timeout: float = 
         proc = subprocess.Popen([sys.executable, "-c", code, str(data_root or ""), str(workspace),
                                  str(port), model or ""], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        deadline = time.monotonic() + timeout
         try:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}: "
-                                       f"{log_path.read_text()[-2000:]}")
-                try:
-                    if httpx.get(f"{url}/api/sessions", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server did not start in time")
-                time.sleep(0.2)
+            wait_until_serving(url, proc, log_path, timeout)
             yield Server(url, proc)
         finally:
             if proc.poll() is None:

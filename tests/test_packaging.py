@@ -14,14 +14,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from server_util import free_port
+from server_util import free_port, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
 NIIVUE = REPO / "web" / "node_modules" / "@niivue" / "niivue"
@@ -53,21 +52,6 @@ def _pip(*args: str, cwd: Path) -> None:
                           text=True, encoding="utf-8", errors="replace",
                           env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"), check=False)
     assert proc.returncode == 0, f"pip {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-
-
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"segrefine serve exited with {proc.returncode}:\n"
-                                 f"{log.read_text(encoding='utf-8', errors='replace')[-3000:]}")
-        try:
-            if httpx.get(f"{url}/api/sessions", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "segrefine serve did not answer in time"
-        time.sleep(0.2)
 
 
 def test_installed_wheel_serves_the_viewer_and_niivue(tmp_path):
@@ -114,7 +98,7 @@ def test_installed_wheel_serves_the_viewer_and_niivue(tmp_path):
                                  str(tmp_path / "workspace"), "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
     try:
-        _wait(url, proc, log)
+        wait_until_serving(url, proc, log, 90.0)
         with httpx.Client(base_url=url, timeout=30) as http:
             page = http.get("/")
             assert page.status_code == 200 and "text/html" in page.headers["content-type"]

@@ -35,12 +35,9 @@ _HEAD = struct.Struct("<III")
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
-    """Persist the entries of folder ``path`` (a rename or a new file in it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Persist the entries of folder ``path`` (a rename or a new file in it): the same
+    fsync of a read-only descriptor as :func:`fsync_file`."""
+    fsync_file(path)
 
 
 def fsync_file(path: str | os.PathLike) -> None:

@@ -9,7 +9,6 @@ decay, the checkpoint with the best validation slice Dice kept.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from segrefine.metrics import dice
 from segrefine.nets.card import with_val_dice
 from segrefine.nets.checkpoint import save_checkpoint
 from segrefine.nets.segnet import GroupedUNet, unet_config
-from segrefine.nets.train import dice_loss
+from segrefine.nets.train import cosine_schedule, train_step
 
 
 def pad_inputs(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
@@ -55,8 +54,7 @@ def fit_rnet(xs: list, ys: list, vx: list, vy: list, out: Path, *, epochs: int =
     pw = -(-max(x.shape[2] for x in xs) // m) * m
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-5)
     total = epochs * iterations
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda it: 0.5 * (1 + math.cos(math.pi * min(it, total) / total)) * 0.95 + 0.05)
+    sched = cosine_schedule(opt, total)
 
     def canvas(x, y):
         c, h, w = x.shape
@@ -92,12 +90,7 @@ def fit_rnet(xs: list, ys: list, vx: list, vy: list, out: Path, *, epochs: int =
             pairs = [canvas(xs[i], ys[i]) for i in idx]
             xb = torch.from_numpy(np.ascontiguousarray(np.stack([p[0] for p in pairs])))
             yb = torch.from_numpy(np.ascontiguousarray(np.stack([p[1] for p in pairs])))
-            loss = dice_loss(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(train_step(net, opt, sched, xb, yb))
         vd = val_dice()
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_slice_dice": vd,
                         "seconds": round(time.time() - t0, 1)})

@@ -109,6 +109,22 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - dsc[:, 1:].mean()
 
 
+def cosine_schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine decay of the learning rate over ``total`` steps, to 5 % of its start."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda it: 0.5 * (1 + math.cos(math.pi * min(it, total) / total)) * 0.95 + 0.05)
+
+
+def train_step(net, opt, sched, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One optimiser step on the Dice loss of batch ``x`` against labels ``y``; the loss."""
+    loss = dice_loss(net(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 @torch.inference_mode()
 def validate(net: GroupedUNet, cases_slices, axis: int) -> float:
     """Mean whole-structure Dice over validation volumes (mean of heads > 0.5)."""
@@ -155,8 +171,7 @@ def train(train_cases: list[Case], val_cases: list[Case], out: str | Path, cfg: 
         val.append((np.ascontiguousarray(img), lab))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.iterations_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda it: 0.5 * (1 + math.cos(math.pi * min(it, total) / total)) * 0.95 + 0.05)
+    sched = cosine_schedule(opt, total)
     history, best = [], -1.0
     start = time.time()
     net.train()
@@ -164,12 +179,7 @@ def train(train_cases: list[Case], val_cases: list[Case], out: str | Path, cfg: 
         losses = []
         for _ in range(cfg.iterations_per_epoch):
             x, y = _sample_batch(rng, images, labels, cfg.batch_size, cfg.patch)
-            loss = dice_loss(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(train_step(net, opt, sched, x, y))
             if progress:
                 progress(1, total, {})
         val_dice = validate(net, val, cfg.axis) if val else float("nan")
