@@ -55,6 +55,7 @@ bench: setup
 		--methods paint,idrlse,graphcut,rnet,idrlse@paper,idrlse@hippocampus,graphcut@paper
 	$(BENCH) stack --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/stack.json --tune-split val
 	$(BENCH) gcn --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/gcn.json
+	$(BENCH) cohort --json bench_out/cohort.json
 	$(BENCH) persistence --json bench_out/persistence.json
 
 clean:

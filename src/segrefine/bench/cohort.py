@@ -36,11 +36,12 @@ def _baseline(cases: list[CohortCase], out: Path) -> dict:
     predictor = Predictor("mgnet")
     predictor(np.zeros((64, 64, 2), np.float32))  # the ONNX Runtime session, as a worker's plug-in does
     start = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, cpu = time.perf_counter(), time.process_time()
     predict_files(load_inputs([c.image for c in cases]), out, predictor)
-    run = time.perf_counter() - t0
-    return {"setup": "single process (today's predict)", "workers": 0, "startup_seconds": start,
-            "run_seconds": run, "volumes_per_minute": 60 * len(cases) / run}
+    run, cpu = time.perf_counter() - t0, time.process_time() - cpu
+    return {"setup": "single process (today's predict, torch's default threads)", "workers": 0,
+            "startup_seconds": start, "run_seconds": run, "volumes_per_minute": 60 * len(cases) / run,
+            "cpu_seconds_per_volume": cpu / len(cases), "cores_used": cpu / run}
 
 
 def _fit(times: list[float]) -> dict:
@@ -56,6 +57,9 @@ def _row(name: str, cases: list[CohortCase], manifest: dict) -> dict:
             "run_seconds": manifest["run_seconds"],
             "volumes_per_minute": 60 * len(cases) / manifest["run_seconds"],
             "worker_seconds_per_volume": float(np.mean([r["seconds"] for r in recs])),
+            "cpu_seconds_per_volume": float(np.mean([r["cpu_seconds"] for r in recs])),
+            # CPU seconds the workers got per second of the run: the cores this run had
+            "cores_used": float(sum(r["cpu_seconds"] for r in recs) / manifest["run_seconds"]),
             "done": sum(r["status"] == "done" for r in recs),
             "peak_rss_mb_per_worker": [round(w["peak_rss_mb"], 1) for w in manifest.get("worker_memory", [])
                                        if w["peak_rss_mb"] is not None],
@@ -110,14 +114,17 @@ def _cohort(name: str, cases: list[CohortCase], tmp: Path, workers: list[int], l
 def projection(result: dict, n: int = 10_000, hours: float = 8.0) -> dict:
     """What ``n`` volumes of this size would need, from the measured per-volume figures (on paper)."""
     rows = {r["workers"]: r for r in result["rows"]}
-    per = rows[1]["worker_seconds_per_volume"]
     best = max(r["workers"] for r in result["rows"])
-    efficiency = rows[best]["ratio_vs_1_worker"] / best
+    # the CPU seconds of one volume on one thread: the work, whatever share of the machine the run got
+    per = float(np.mean([r["cpu_seconds_per_volume"] for r in result["rows"] if r["workers"]]))
+    cpu_growth = rows[best]["cpu_seconds_per_volume"] / rows[1]["cpu_seconds_per_volume"]
     worker_hours = n * per / 3600
-    needed = int(np.ceil(worker_hours / hours / max(efficiency, 1e-9)))
+    needed = int(np.ceil(worker_hours / hours))  # each worker a core of its own
     peak = max(max(r["peak_rss_mb_per_worker"] or [0]) for r in result["rows"] if r["workers"])
-    return {"volumes": n, "worker_seconds_per_volume": per, "worker_hours": worker_hours,
-            "parallel_efficiency_measured": efficiency, "workers_for_hours": needed, "hours": hours,
+    return {"volumes": n, "cpu_seconds_per_volume": per, "worker_hours": worker_hours,
+            "cpu_per_volume_ratio_2_vs_1_worker": cpu_growth,
+            "parallel_efficiency_measured": rows[best]["ratio_vs_1_worker"] / best,
+            "workers_for_hours": needed, "hours": hours,
             "memory_gb_per_worker": peak / 1024, "memory_gb_total": needed * peak / 1024,
             "output_gb": n * result["output_bytes_per_volume"] / 1e9,
             "manifest_mb": n * result["manifest_bytes_per_volume"] / 1e6}
@@ -159,22 +166,23 @@ def table(data: dict) -> str:
             peak = ", ".join(f"{m:.0f}" for m in r.get("peak_rss_mb_per_worker", [])) or "–"
             rows.append([f"{name} ({c['cases']})", r["setup"], f"{r['startup_seconds']:.1f}",
                          f"{r['run_seconds']:.1f}", f"{r['volumes_per_minute']:.1f}",
-                         f"{r['ratio_vs_1_worker']:.2f}", peak, f"{r['load_average_1min']:.1f}"])
+                         f"{r['ratio_vs_1_worker']:.2f}", f"{r['cpu_seconds_per_volume']:.2f}",
+                         f"{r['cores_used']:.2f}", peak, f"{r['load_average_1min']:.1f}"])
     text = markdown_table(["cohort", "setup", "start-up s", "run s", "volumes/min", "× 1 worker",
-                           "peak MB per worker", "load before"], rows)
+                           "CPU s/volume", "cores used", "peak MB per worker", "load before"], rows)
     if "kill" in data:
         k = data["kill"]
         text += (f"\nKill run (fetal, 2 workers, one SIGKILLed {k['killed_after_seconds']:.1f} s in): "
                  f"{k['done']} of {data['cohorts']['fetal']['cases']}"
                  f" done, labels equal to the undisturbed run: {k['labels_equal_undisturbed']}, "
                  f"{k['run_seconds']:.1f} s ({k['seconds_lost']:+.1f} s against the undisturbed 2-worker run).\n")
-    proj = [[name, f"{p['worker_seconds_per_volume']:.2f}", f"{p['worker_hours']:.1f}",
-             f"{p['parallel_efficiency_measured']:.2f}", f"{p['workers_for_hours']} for {p['hours']:.0f} h",
+    proj = [[name, f"{p['cpu_seconds_per_volume']:.2f}", f"{p['worker_hours']:.1f}",
+             f"{p['cpu_per_volume_ratio_2_vs_1_worker']:.2f}", f"{p['workers_for_hours']} for {p['hours']:.0f} h",
              f"{p['memory_gb_per_worker']:.2f} / {p['memory_gb_total']:.1f}", f"{p['output_gb']:.1f}",
              f"{p['manifest_mb']:.0f}"]
             for name, p in ((n, c["projection_10000"]) for n, c in data["cohorts"].items())]
     text += "\n10,000 volumes on paper:\n\n" + markdown_table(
-        ["volumes like", "worker s/volume", "worker-hours", "efficiency (2 workers)", "workers",
+        ["volumes like", "CPU s/volume", "worker-hours", "CPU s/volume, 2 vs 1 worker", "workers (a core each)",
          "GB per worker / total", "outputs GB", "manifest MB"], proj)
     m = data["machine"]
     text += (f"\n{m['cpu']}, {m['cores']} cores, load average {data['load_average_before'][0]:.1f} before and "

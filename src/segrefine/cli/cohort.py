@@ -43,7 +43,8 @@ def run_cohort_cli(kind: str, input: Path, output: Path, options: dict, *, worke
     start = time.perf_counter()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[done]} done, {task.fields[failed]} failed, {task.fields[rate]}"),
-                   TimeElapsedColumn(), console=console, transient=False)
+                   TimeElapsedColumn(), console=console, transient=False,
+                   disable=not console.is_terminal)  # as progress_bar(): a log file gets the lines at once
     with bar:
         task = bar.add_task(f"{kind} (starting workers)", total=len(cases), done=0, failed=0, rate="–")
 

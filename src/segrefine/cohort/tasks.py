@@ -291,7 +291,7 @@ def run_case(kind: str, case: str, image: str, out_dir: str, options: dict, *, o
         torch.set_num_threads(1)
     if max_voxels is not None:
         io.MAX_VOXELS = max_voxels
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = Path(out_dir)
     rec = {"case": case, "image": image, "status": "done", "error": None, "resumed": False,
            "worker": _worker_name(), "pid": os.getpid()}
@@ -311,6 +311,7 @@ def run_case(kind: str, case: str, image: str, out_dir: str, options: dict, *, o
     except Exception as exc:  # noqa: BLE001 - one bad case is recorded, the cohort goes on
         rec.update(status="failed", error=_first_line(exc))
     rec["seconds"] = round(time.perf_counter() - start, 4)
+    rec["cpu_seconds"] = round(time.process_time() - cpu, 4)  # this process's CPU time: one thread, the task's
     rec["model_loads"] = _LOADS["count"]
     return rec
 
