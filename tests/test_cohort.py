@@ -258,6 +258,9 @@ def test_queue_ranks_by_expected_gain_and_serve_lists_it(folder, single, tmp_pat
 def test_cohort_options_are_checked(folder, tmp_path):
     proc = run_cli("predict", "-i", folder, "-o", tmp_path, "--scheduler", "tcp://127.0.0.1:1")
     assert proc.returncode == 2 and "cannot connect" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("predict", "-i", folder, "-o", tmp_path / "o", "--workers", "2", "--model", tmp_path / "no.pt")
+    assert proc.returncode == 2 and "no.pt: checkpoint not found" in proc.stderr  # before any worker starts
+    assert "Traceback" not in proc.stderr
     with pytest.raises(InputError, match="exclude each other"):
         cohort_mode(2, "tcp://127.0.0.1:1")
     with pytest.raises(InputError, match="go with --workers"):

@@ -139,6 +139,7 @@ def run_cohort(kind: str, cases: list[CohortCase], out_dir: str | os.PathLike, o
         raise InputError(f"cohort task must be one of {', '.join(KINDS)}, got {kind!r}")
     if not cases:
         raise InputError("the cohort holds no cases")
+    predictor_for(kind, options)  # bad options or model files fail here, in one line, before any worker starts
     out = io.check_writable_dir(out_dir)
     old = read_manifest(out)
     if old is not None and old.get("command") not in (None, kind):
