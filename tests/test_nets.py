@@ -24,8 +24,12 @@ def test_mgnet_is_the_published_configuration():
     convolutions, a grouped 3x3 output convolution."""
     from segrefine.nets.segnet import NetConfig
 
-    cfg = mgnet_config()
+    cfg = mgnet_config(norm="group")
     assert cfg.channels == (64, 128, 256, 512, 512) and cfg.groups == (4, 4, 4, 4, 1)
+    # the default (the shipped network) differs only in the normalisation, same parameter count
+    shipped = mgnet_config()
+    assert shipped.norm == "instance" and shipped == mgnet_config(norm="instance")
+    assert count_parameters(GroupedUNet(shipped)) == count_parameters(GroupedUNet(cfg)) == 4_856_200
     net = GroupedUNet(cfg)
     assert [m.p for m in net.drop] == [0.1, 0.2, 0.3, 0.4, 0.5]
     in_blocks = [m for b in list(net.down) + list(net.dec) for m in b.modules()
@@ -111,7 +115,7 @@ def test_training_ablation_options():
 
     cfg = _config_for("mgnet", 2, {"dropout_at": "block", "dropout": [0.1, 0.2, 0.3, 0.3, 0.3]})
     assert cfg.dropout_at == "block" and cfg.dropout == (0.1, 0.2, 0.3, 0.3, 0.3)
-    assert cfg.channels == mgnet_config().channels and cfg.norm == "group"
+    assert cfg.channels == mgnet_config().channels and cfg.norm == "instance"
     net = GroupedUNet(cfg)
     assert all(isinstance(m, torch.nn.Identity) for m in net.drop)
     assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 9  # 5 encoder + 4 decoder blocks

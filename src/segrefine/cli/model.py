@@ -35,8 +35,8 @@ def train(
                                                         "the encoder blocks (published)."),
     dropout: str | None = typer.Option(None, help="MG-Net ablation: dropout rate per level, e.g. "
                                                      "'0.1,0.2,0.3,0.3,0.3' (published: 0.1,...,0.5)."),
-    norm: str | None = typer.Option(None, help="MG-Net ablation: 'instance' instead of the published "
-                                                  "group normalisation."),
+    norm: str | None = typer.Option(None, help="MG-Net: 'group' for the published group normalisation "
+                                                  "(default: instance, the shipped network; docs/models.md)."),
     head_kernel: int | None = typer.Option(None, help="MG-Net ablation: output kernel 1 (published: 3)."),
     channels: str | None = typer.Option(None, help="MG-Net ablation: channels per level, e.g. "
                                                       "'64,128,256,512,256' (published: 64,128,256,512,512)."),
