@@ -75,7 +75,7 @@ DEFAULT_ORDER = "gain"
 # stop rule of the gain order: stop when the slices not yet shown hold less than this
 # fraction of the expected wrong voxels (chosen on the hippocampus val split, see
 # docs/tuning.md)
-STOP_REMAINING = 0.1
+STOP_REMAINING = 0.2
 # and never show a slice where the model expects less than one wrong voxel
 MIN_EXPECTED = 1.0
 

@@ -267,7 +267,7 @@ def simulate(
     stop_remaining: float | None = typer.Option(None, help="Guided strategies: stop when the slices not yet "
                                                               "shown hold less than this fraction of the "
                                                               "expected wrong voxels. Neither stop given: the "
-                                                              "order's own (gain: 0.1; nu, nu-naive: patience 3)."),
+                                                              "order's own (gain: 0.2; nu, nu-naive: patience 3)."),
 ):
     """Simulated user study of one strategy (see segrefine.simulate for the user and time model).
 
