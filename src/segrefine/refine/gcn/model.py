@@ -45,20 +45,26 @@ def propagate(adjacency, x: torch.Tensor) -> torch.Tensor:
     return _SymmetricPropagate.apply(x, adjacency)
 
 
+@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+def _pre_activation(ax, i, w1, b1, a):  # pragma: no cover - numba
+    # a = ax[i] @ w1 + b1, the hidden layer of row i before the ReLU (shared by both passes)
+    for j in range(w1.shape[1]):
+        a[j] = b1[j]
+    for q in range(ax.shape[1]):
+        x = ax[i, q]
+        for j in range(w1.shape[1]):
+            a[j] += x * w1[q, j]
+
+
 @numba.njit(cache=True, fastmath=True, nogil=True)
 def _hidden_forward(ax, w1, b1, w2, mask, scale, out):  # pragma: no cover - numba
     # out_i = scale Σ_j mask_ij ReLU(Σ_q ax_iq w1_qj + b1_j) w2_j
-    n, f = ax.shape
+    n = ax.shape[0]
     h = w1.shape[1]
     a = np.empty(h, np.float32)
     zero = np.float32(0.0)
     for i in range(n):
-        for j in range(h):
-            a[j] = b1[j]
-        for q in range(f):
-            x = ax[i, q]
-            for j in range(h):
-                a[j] += x * w1[q, j]
+        _pre_activation(ax, i, w1, b1, a)
         acc = zero
         for j in range(h):
             acc += max(a[j], zero) * np.float32(mask[i, j]) * w2[j]
@@ -84,12 +90,7 @@ def _hidden_backward(ax, w1, b1, w2, mask, scale, gu, dw1, db1, dw2):  # pragma:
     for start in range(0, n, block):
         for i in range(start, min(n, start + block)):
             g = gu[i] * scale
-            for j in range(h):
-                a[j] = b1[j]
-            for q in range(f):
-                x = ax[i, q]
-                for j in range(h):
-                    a[j] += x * w1[q, j]
+            _pre_activation(ax, i, w1, b1, a)
             for j in range(h):
                 m = g * np.float32(mask[i, j])
                 pw2[j] += max(a[j], zero) * m
