@@ -7,9 +7,16 @@ Verbs (after nnInteractive's session, built around slices and suggestions)::
     k = s.next_suggestion()                          # most uncertain slice not yet shown
     s.add_scribble(k, points, label=1)               # 1 foreground, 2 background, 0 erase
     s.refine(k)                                      # I-DRLSE (or graphcut, rnet, paint) on that slice
+    s.add_structure("posterior")                     # several structures: see segrefine.structures
+    s.add_scribble(k, points, 1, structure=2); s.refine(k, structure=2, overwrite=False)
     s.undo(); s.redo()
     s.accept(k)                                      # the slice is done
     s.save_mask("mask.nii.gz")
+
+The mask is a label map (0 background, a structure id per voxel; ``status()["structures"]``
+names them); strokes, refinement and suggestions work on one structure at a time (the
+``structure`` argument, default the first one) under the lock rule of
+:mod:`segrefine.structures`. A single-label session is one structure, id 1.
 
 Every verb returns a :class:`Change` (axis, slice index, the in-slice bounding box
 that changed) so a viewer redraws only that.
@@ -45,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from segrefine import io
+from segrefine import structures as st
 from segrefine.errors import InputError
 from segrefine.guidance import DEFAULT_ORDER, ORDERS, SuggestionQueue, suggest
 from segrefine.journal import Journal, fsync_file, write_durable
@@ -102,6 +110,8 @@ class Session:
         self.uncertainty = np.zeros(shape, np.float32)
         self.mask = np.zeros(shape, np.uint8)
         self.scribbles = np.zeros(shape, np.uint8)
+        self.structures: list[st.Structure] = st.default_structures()
+        self.squeues = st.StructureQueues()  # suggestions per structure, made when first asked for
         self.accepted: list[int] = []
         self.queue: SuggestionQueue | None = None
         self.suggestions: dict | None = None
@@ -120,8 +130,10 @@ class Session:
     @classmethod
     def create(cls, folder: str | Path, image: str | Path | io.Volume, *, axis: int = 2,
                method: str = "idrlse", budget: float = 0.6, preset: str = DEFAULT_PRESET,
-               order: str = DEFAULT_ORDER) -> Session:
-        """Start a session on an image file (or a loaded :class:`Volume`)."""
+               order: str = DEFAULT_ORDER, labels: np.ndarray | None = None,
+               names: dict[int, str] | None = None) -> Session:
+        """Start a session on an image file (or a loaded :class:`Volume`); ``labels``: a label
+        map to start from (its structures named from ``names`` {value: name}, else "label N")."""
         folder = Path(folder)
         if (folder / "meta.json").exists():
             raise InputError(f"{folder}: a session already exists there; open it instead")
@@ -138,6 +150,9 @@ class Session:
                 "method": method, "budget": budget, "preset": preset, "order": order, "spacing": list(volume.spacing),
                 "created": time.time()}
         session = cls(folder, volume, meta)
+        if labels is not None:
+            session.mask = st.as_label_map(labels, "labels", volume.shape)
+            session.structures = st.structures_for(session.mask, names=names)
         session.compact()
         session._write_meta()  # last: a folder with meta.json holds a whole session
         return session
@@ -187,11 +202,16 @@ class Session:
             if not full:
                 queue = {k: queue[k] for k in QUEUE_MUTABLE}
         return {"accepted": list(self.accepted), "history_len": self.history_len,
-                "pointer": self.pointer, "queue": queue}
+                "pointer": self.pointer, "queue": queue,
+                "structures": [s.to_dict() for s in self.structures],
+                "structure_queues": self.squeues.state(full=full)}
 
     def _set_state(self, state: dict) -> None:
         self.accepted = [int(k) for k in state["accepted"]]
         self.history_len, self.pointer = int(state["history_len"]), int(state["pointer"])
+        if state.get("structures"):  # absent in sessions made before several structures: one
+            self.structures = st.parse_structures(state["structures"])
+        self.squeues.set_state(state.get("structure_queues"))
         q = state.get("queue")
         if self.queue is not None and q:
             if "order" in q:
@@ -287,8 +307,8 @@ class Session:
         return tuple(float(s) for i, s in enumerate(sp) if i != self.axis)
 
     def predict(self, *, model: str | Path | None = None) -> Change:
-        """Run the shipped MG-Net (or a given checkpoint) for the initial mask and maps; the
-        change's ``warning`` says how the image differs from the model's training data (card)."""
+        """Run the shipped MG-Net (or a given checkpoint) for the initial mask (a session with
+        several structures keeps its label map) and maps; the change's ``warning`` says how the image differs from the model's training data (card)."""
         from segrefine.nets.card import model_warning
         from segrefine.uncertainty import shared_predictor
 
@@ -296,18 +316,28 @@ class Session:
         predictor = shared_predictor("mgnet", str(model) if model else None, self.axis)
         warning = model_warning(predictor.nets[0], self.volume, self.axis, what=self.meta["name"])
         pred = predictor(self.image)
-        change = self.set_maps(pred.prob, pred.uncertainty, pred.label)
+        several = len(self.structures) > 1 and self.mask.any()  # kept: see set_maps
+        change = self.set_maps(pred.prob, pred.uncertainty, None if several else pred.label)
         change.seconds = time.perf_counter() - start
         change.warning = warning
         return change
 
-    def set_maps(self, prob: np.ndarray, uncertainty: np.ndarray, segmentation: np.ndarray | None = None) -> Change:
-        """Use another model's probability and uncertainty (and optional segmentation)."""
+    def set_maps(self, prob: np.ndarray, uncertainty: np.ndarray, segmentation: np.ndarray | None = None,
+                 *, names: dict[int, str] | None = None) -> Change:
+        """Use another model's probability and uncertainty (and optional segmentation: a label
+        map, a structure per value, named from ``names`` or the session's structures). Without
+        a segmentation the mask is the probability's foreground as the first structure, except
+        in a session already holding several structures: its label map is kept (a binary
+        network's foreground does not say which structure a voxel belongs to)."""
         prob = image_map(prob, "prob", self.image.shape, unit_interval=True)
         uncertainty = image_map(uncertainty, "uncertainty", self.image.shape)
-        seg = (prob > 0.5) if segmentation is None else (np.asarray(segmentation) > 0)
+        if segmentation is not None:
+            self.mask = st.as_label_map(st.binary_as_one(segmentation), "segmentation", self.image.shape)
+            known = [s for s in self.structures if s.id not in (names or {})]
+            self.structures = st.structures_for(self.mask, known, names)
+        elif len(self.structures) == 1 or not self.mask.any():
+            self.mask = (prob > 0.5).astype(np.uint8) * np.uint8(self.structures[0].id)
         self.prob, self.uncertainty = prob, uncertainty
-        self.mask = seg.astype(np.uint8)
         self.scribbles[:] = 0
         self.accepted, self.history_len, self.pointer, self.history = [], 0, 0, []
         name = f"maps-{secrets.token_hex(6)}.npz"
@@ -321,6 +351,7 @@ class Session:
         return Change("predict")
 
     def _make_queue(self) -> None:
+        self.squeues.clear()
         self.suggestions = suggest(self.uncertainty, self.mask if self.mask.any() else self.prob > 0.5,
                                    prob=self.prob, order=self.meta.get("order", DEFAULT_ORDER),
                                    axis=self.axis, budget=float(self.meta["budget"]))
@@ -330,18 +361,71 @@ class Session:
         if self.queue is None:
             raise InputError("no prediction yet: call predict() or set_maps() first")
 
-    def next_suggestion(self) -> int | None:
-        """The next slice to check (None when the budget is used or the queue stopped early)."""
-        self._require_maps()
-        k = self.queue.next()
+    def next_suggestion(self, *, structure: int | None = None) -> int | None:
+        """The next slice to check (None when the budget is used or the queue stopped early);
+        with ``structure``, the next one of that structure's queue."""
+        k = self.suggestion_queue(structure).next()
         self._log("state")
         return k
 
-    def report(self, needed_refinement: bool) -> None:
+    def report(self, needed_refinement: bool, *, structure: int | None = None) -> None:
         """Tell the queue whether the last suggested slice needed refinement (early stop)."""
-        self._require_maps()
-        self.queue.report(needed_refinement)
+        self.suggestion_queue(structure).report(needed_refinement)
         self._log("state")
+
+    def structure_suggestions(self, structure: int) -> dict:
+        """The slices ranked for one structure (:func:`segrefine.structures.structure_suggestions`),
+        made from the label map the first time they are asked for and kept from then on."""
+        self.suggestion_queue(structure)
+        return self.squeues.suggestions[self.structure(structure).id]
+
+    def suggestion_queue(self, structure: int | None = None) -> SuggestionQueue:
+        """The whole mask's queue (``structure`` None) or one structure's (made when first asked for)."""
+        self._require_maps()
+        if structure is None:
+            return self.queue
+        sid = self.structure(structure).id
+        if sid in self.squeues.queues:
+            return self.squeues.queues[sid]
+        _, queue = self.squeues.get(sid, lambda: st.structure_suggestions(
+            self.uncertainty, self.prob, self.mask, sid, spacing=tuple(self.meta["spacing"]), axis=self.axis,
+            order=self.meta.get("order", DEFAULT_ORDER), budget=float(self.meta["budget"])))
+        self._log("state")  # the ranking is part of the state from now on
+        return queue
+
+    # ------------------------------------------------------------------ structures
+    def structure(self, structure: int | None = None) -> st.Structure:
+        """The structure of id ``structure`` (None: the first one)."""
+        if structure is None:
+            return self.structures[0]
+        sid = st.as_structure_id(structure)
+        for s in self.structures:
+            if s.id == sid:
+                return s
+        known = ", ".join(f"{s.id} ({s.name})" for s in self.structures)
+        raise InputError(f"`structure` {sid} is not one of this session's structures: {known}")
+
+    def add_structure(self, name: str, *, color=None, id: int | None = None) -> Change:
+        """A new, empty structure (``id`` None: the next free one; ``color`` None: from the palette)."""
+        self.structures = st.with_structure(self.structures, name, color=color, id=id)
+        self._log("state")
+        return Change("structure")
+
+    def set_labels(self, labels: np.ndarray, *, names: dict[int, str] | None = None) -> Change:
+        """Replace the mask by a label map (a structure per value, named from ``names`` {value:
+        name}, else as the session's structure of that id, else "label N"); strokes, accepted
+        slices and the undo history start afresh, and the suggestions are ranked again."""
+        mask = st.as_label_map(labels, "labels", self.image.shape)
+        present = set(np.unique(mask).tolist())
+        known = [s for s in self.structures if s.id in present and s.id not in (names or {})]
+        self.structures = st.structures_for(mask, known, names)
+        self.mask = mask
+        self.scribbles[:] = 0
+        self.accepted, self.history_len, self.pointer, self.history = [], 0, 0, []
+        if self.queue is not None:
+            self._make_queue()
+        self.compact()
+        return Change("labels")
 
     # ------------------------------------------------------------------ slice access
     def _check_index(self, index: int, axis: int | None = None) -> int:
@@ -379,15 +463,17 @@ class Session:
         return Change(kind, axis, index, patch.bbox, time.perf_counter() - t0)
 
     def add_scribble(self, index: int, points, label: int, *, axis: int | None = None,
-                     radius: int = 0) -> Change:
+                     radius: int = 0, structure: int | None = None) -> Change:
         """Mark pixels of slice ``index``: ``points`` is a list of (row, col) or a bool (H, W) mask.
 
-        ``label`` 1 = foreground, 2 = background, 0 = erase. ``radius`` thickens the stroke.
+        ``label`` 1 = foreground, 2 = background, 0 = erase (the strokes of ``structure`` only)
+        of ``structure`` (None: the first). ``radius`` thickens the stroke.
         """
         t0 = time.perf_counter()
         axis = self._check_index(index, axis)
         if label not in (0, 1, 2):
             raise InputError(f"scribble label must be 0 (erase), 1 (foreground) or 2 (background), got {label}")
+        codes = st.scribble_codes(self.structure(structure).id)
         view = self._view(self.scribbles, index, axis)
         h, w = view.shape
         if isinstance(points, np.ndarray) and points.dtype == bool:
@@ -410,24 +496,35 @@ class Session:
             sel = ndimage.binary_dilation(sel, iterations=radius)
         before_mask = self._view(self.mask, index, axis).copy()
         before_scr = view.copy()
-        view[sel] = label
+        if label == 0:
+            view[sel & np.isin(view, codes)] = 0
+        else:
+            view[sel] = codes[label - 1]
         return self._record("scribble", index, axis, before_mask, before_scr, t0, bbox(sel))
 
-    def refine(self, index: int, *, axis: int | None = None, method: str | None = None) -> Change:
-        """Refine slice ``index`` from the CNN probability, the current mask and its scribbles."""
+    def refine(self, index: int, *, axis: int | None = None, method: str | None = None,
+               structure: int | None = None, overwrite: bool = False) -> Change:
+        """Refine ``structure`` (None: the first) on slice ``index`` from the CNN probability, its
+        current mask and its strokes; the other structures' voxels are locked unless ``overwrite``
+        (:func:`segrefine.structures.merge`)."""
         t0 = time.perf_counter()
         self._require_maps()
         axis = self._check_index(index, axis)
         method = method or self.meta["method"]
+        sid = self.structure(structure).id
+        if not isinstance(overwrite, bool):
+            raise InputError(f"`overwrite` must be true or false, got {overwrite!r}")
         mask_view = self._view(self.mask, index, axis)
         scr = self._view(self.scribbles, index, axis).copy()
         before_mask = mask_view.copy()
         changed = None
-        if scr.any():
+        own = st.structure_scribbles(scr, sid)
+        if own.any():
             sp = tuple(float(s) for i, s in enumerate(self.meta["spacing"]) if i != axis)
-            new = refine_slice(method, self._view(self.norm, index, axis),
-                               self._view(self.prob, index, axis), before_mask > 0, scr, spacing=sp,
-                               preset=self.meta.get("preset", DEFAULT_PRESET)).astype(np.uint8)
+            prob, init = st.structure_input(before_mask, self._view(self.prob, index, axis), sid)
+            new = refine_slice(method, self._view(self.norm, index, axis), prob, init, own, spacing=sp,
+                               preset=self.meta.get("preset", DEFAULT_PRESET))
+            new = st.merge(before_mask, new, sid, overwrite=overwrite)
             changed = bbox(new != before_mask)
             mask_view[:] = new
         return self._record("refine", index, axis, before_mask, scr, t0, changed)
@@ -451,23 +548,31 @@ class Session:
         self._log(kind, entry=entry)
         return Change(kind, patch.axis, patch.index, patch.bbox, time.perf_counter() - t0)
 
-    def accept(self, index: int, *, needed_refinement: bool | None = None) -> Change:
-        """Mark slice ``index`` (along the session axis) as checked; feeds the early stop."""
+    def accept(self, index: int, *, needed_refinement: bool | None = None,
+               structure: int | None = None) -> Change:
+        """Mark slice ``index`` (along the session axis) as checked; feeds the early stop of the
+        whole mask's queue, or of ``structure``'s."""
         self._check_index(index)
         if index not in self.accepted:
             self.accepted.append(int(index))
         if needed_refinement is not None and self.queue is not None:
-            self.queue.report(needed_refinement)
+            self.suggestion_queue(structure).report(needed_refinement)
         self._log("state")
         return Change("accept", self.axis, index)
 
     def save_mask(self, path: str | Path) -> Path:
-        """Write the current mask as uint8 NIfTI with the image's geometry (atomically)."""
+        """Write the current label map (every structure's id) as uint8 NIfTI with the image's
+        geometry (atomically); :meth:`label_names` names the values."""
         return io.save(self.volume.with_array(self.mask.astype(np.uint8)), path, dtype=np.uint8)
+
+    def label_names(self) -> dict[str, int]:
+        """{structure name: id}, e.g. for a DICOM SEG's segments."""
+        return {s.name: s.id for s in self.structures}
 
     def status(self) -> dict:
         return {"name": self.meta["name"], "shape": self.meta["shape"], "axis": self.axis,
                 "method": self.meta["method"], "preset": self.meta.get("preset", DEFAULT_PRESET),
                 "budget": self.meta["budget"], "accepted": list(self.accepted), "can_undo": self.pointer > 0,
                 "can_redo": self.pointer < self.history_len,
-                "queue": self.queue.state() if self.queue else None}
+                "queue": self.queue.state() if self.queue else None,
+                "structures": [s.to_dict() for s in self.structures]}
