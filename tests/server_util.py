@@ -69,9 +69,10 @@ def wait_until_serving(url: str, proc: subprocess.Popen, log_path: Path, timeout
 
 @contextlib.contextmanager
 def running_server(workspace: Path, data_root: Path | None, *, timeout: float = 60.0,
-                   model: str | None = None):
+                   model: str | None = None, cohort: Path | None = None):
     """``segrefine.server.serve`` in a subprocess on a free loopback port (``model``: the
-    MG-Net of "Run MG-Net", a path or shipped name; None: the default).
+    MG-Net of "Run MG-Net", a path or shipped name; None: the default; ``cohort``: a cohort
+    output folder, as ``serve --cohort``).
 
     Yields a :class:`Server` (the base URL, with the process as ``.proc``); the
     process is killed (SIGKILL, like a crash) when the block ends.
@@ -79,12 +80,13 @@ def running_server(workspace: Path, data_root: Path | None, *, timeout: float = 
     port = free_port()
     code = ("import sys; from pathlib import Path; from segrefine.server import serve; "
             "serve(data_root=Path(sys.argv[1]) if sys.argv[1] else None, "
-            "workspace=Path(sys.argv[2]), port=int(sys.argv[3]), model=sys.argv[4] or None)")
+            "workspace=Path(sys.argv[2]), port=int(sys.argv[3]), model=sys.argv[4] or None, "
+            "cohort=Path(sys.argv[5]) if sys.argv[5] else None)")
     log_path = Path(workspace) / f"server-{port}.log"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", code, str(data_root or ""), str(workspace),
-                                 str(port), model or ""], stdout=log, stderr=subprocess.STDOUT,
+                                 str(port), model or "", str(cohort or "")], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         try:
             wait_until_serving(url, proc, log_path, timeout)

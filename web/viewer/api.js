@@ -19,6 +19,8 @@ export const routes = {
   array: (sid, name) => `/api/sessions/${enc(sid)}/arrays/${name}`,
   volume: (sid, name) => `/api/sessions/${enc(sid)}/volumes/${name}`,
   download: (sid) => `/api/sessions/${enc(sid)}/download`,
+  cohort: () => "/api/cohort",
+  cohortCase: (name) => `/api/cohort/cases/${enc(name)}/session`,
 };
 
 export class ApiError extends Error {

@@ -11,6 +11,7 @@ import { renderQueue as drawQueue } from "./queue.js";
 import { bindKeys, nudge } from "./keys.js";
 import { $, fillSelect, say } from "./dom.js";
 import { clearMapsForm, mapsForm, showModelWarning, warningOf } from "./models.js";
+import { initCohort } from "./cohort.js";
 
 
 let niivue;
@@ -386,6 +387,7 @@ function accept() {
     const out = await api.postJSON(api.routes.accept(S.sid), { index: k, needed_refinement: needed });
     await afterAction(out);
     say(`slice ${k} accepted`);
+    if (cohort.state.available) await cohort.refresh();
   });
 }
 
@@ -581,9 +583,21 @@ const KEYS = {
 bindKeys(KEYS, () => S.ready);
 
 // ------------------------------------------------------------------ start
+const cohort = initCohort({
+  openSession: async (sid) => {
+    await openSession(sid);
+    await refreshLists();
+  },
+  goToSlice,
+  currentSid: () => S.sid,
+  currentIndex: () => (S.ready ? currentIndex() : null),
+  say,
+});
+window.segrefine.cohort = cohort;
 setTool("fg");
 setUncertainty(true);
 await refreshLists().catch((err) => say(err.detail ?? String(err), true));
+await cohort.refresh();
 const fromHash = new URLSearchParams(location.hash.slice(1)).get("session");
 if (fromHash) {
   await openSession(fromHash).catch((err) => say(`cannot open session: ${err.detail ?? err}`, true));
