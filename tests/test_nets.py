@@ -130,3 +130,21 @@ def test_train_cli_refuses_bad_ablation_options(tmp_path):
                       (["--arch", "unet", "--dropout-at", "block"], "apply to --arch mgnet only")):
         proc = run_cli("train", "--dataset", tmp_path, "--out", tmp_path / "m.pt", *args)
         assert proc.returncode != 0 and msg in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("config", [mgnet_config(), mgnet_config(norm="group"), unet_config()],
+                         ids=["mgnet", "mgnet-group-norm", "unet"])
+def test_inference_graph_computes_the_same_function(config):
+    from segrefine.nets.inference import REWRITES, InferenceGraph
+
+    torch.manual_seed(0)
+    net = GroupedUNet(config).eval()
+    for p in net.parameters():  # away from the initial values (biases 0, norm weights 1)
+        p.data.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(2, 1, 32, 48)
+    with torch.inference_mode():
+        ref = net(x)
+        for rewrites in [REWRITES] + [(r,) for r in REWRITES]:
+            assert torch.allclose(InferenceGraph(net, rewrites)(x), ref, atol=1e-4), rewrites
+    with pytest.raises(ValueError, match="rewrites"):
+        InferenceGraph(net, ("nope",))

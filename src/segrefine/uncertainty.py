@@ -78,6 +78,13 @@ def _check_volume(image: np.ndarray, axis: int) -> np.ndarray:
     return as_volume(image, "image")
 
 
+# Slices per ONNX Runtime run: as many as fit in this many pixels (at least one). One
+# 192x192 slice per run is faster than 19 at once on the fetal stack (activations stay
+# in cache; docs/benchmarks.md) and keeps the memory of a 512x512 CT slice bounded;
+# small hippocampus slices still go ~20 to a run.
+ONNX_PIXELS_PER_RUN = 65536
+
+
 @torch.inference_mode()
 def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1, dropout: bool = False,
                  batch: int = 32, backend: str = "torch") -> np.ndarray:
@@ -91,7 +98,9 @@ def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1
     for net in nets:
         padded, crop = pad_to_multiple(slices, net.multiple)
         x = np.ascontiguousarray(padded[:, None], dtype=np.float32)
+        step = batch
         if backend == "onnx":
+            step = max(1, min(batch, ONNX_PIXELS_PER_RUN // (x.shape[2] * x.shape[3])))
             from segrefine.nets.onnx import run_onnx
 
             def forward(xb, net=net):
@@ -106,7 +115,7 @@ def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1
             def forward(xb, net=net):
                 return net(torch.from_numpy(xb))
         for _ in range(passes):
-            logits = torch.cat([forward(x[i:i + batch]) for i in range(0, len(x), batch)], 0)
+            logits = torch.cat([forward(x[i:i + step]) for i in range(0, len(x), step)], 0)
             p = torch.softmax(logits, dim=2)[..., crop[0], crop[1]]  # (n, heads, C, H, W)
             outs.append(p.permute(1, 0, 2, 3, 4).numpy())
         net.eval()

@@ -25,7 +25,10 @@ import numpy as np
 import torch
 
 from segrefine.io import atomic_path
+from segrefine.nets.inference import InferenceGraph
 from segrefine.nets.segnet import GroupedUNet
+
+GRAPH_VERSION = 2  # 2: the rewritten inference graph (segrefine.nets.inference)
 
 
 def cache_dir() -> Path:
@@ -67,11 +70,11 @@ def _with_dropout_on(net: GroupedUNet) -> GroupedUNet:
 
 def export(net: GroupedUNet, *, dropout: bool = False) -> Path:
     tag = "-mc" if dropout else ""
-    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}{tag}.onnx"
+    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}-g{GRAPH_VERSION}{tag}.onnx"
     if path.exists():
         return path
     net.eval()
-    model = _with_dropout_on(net) if dropout else net
+    model = InferenceGraph(_with_dropout_on(net) if dropout else net).eval()
     dummy = torch.zeros(1, 1, net.multiple * 2, net.multiple * 2)
     buf = _io.BytesIO()
     torch.onnx.export(model, dummy, buf, input_names=["x"], output_names=["logits"],
