@@ -3,7 +3,9 @@
 The one way a received image enters the program: :func:`receive` keeps a safe
 name, streams the bytes to a scratch folder, and refuses an empty file, a header
 that points at data elsewhere and an image past the voxel cap before any voxel
-is read. :func:`read_scribble_png` decodes a stroke image; :func:`viewer_nifti`
+is read. :func:`receive_dicom_zip` does the same for a DICOM series sent as one
+``.zip`` (no member outside the folder, file and byte caps counted while unpacking,
+the series' size checked from its header). :func:`read_scribble_png` decodes a stroke image; :func:`viewer_nifti`
 encodes a volume for the viewer. The server (``segrefine.server``) only routes;
 the checks and conversions live here so that every entry point shares them.
 """
@@ -14,6 +16,8 @@ import gzip
 import io as _io
 import re
 import shutil
+import stat
+import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +31,10 @@ UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 FORMATS = "NIfTI (.nii, .nii.gz), NRRD (.nrrd) or MHA (.mha)"
 #: characters of an upload's name kept (file systems allow 255 bytes a name)
 MAX_NAME = 100
+#: most files a DICOM series .zip may hold (one file per slice; 5000 slices is far past any scan)
+ZIP_MAX_FILES = 5000
+#: unpacked bytes a series .zip may hold beyond the voxel cap's bytes (headers of the files)
+ZIP_HEADER_BYTES = 256 * 2**20
 
 
 class UnsupportedFormat(InputError):
@@ -103,6 +111,90 @@ def receive(stream: BinaryIO, raw_name: str, scratch: Path, *, max_voxels: int,
         raise InputError(f"{shown}: the uploaded file is empty")
     check_image_file(dest, shown, max_voxels)
     return dest
+
+
+def _zip_member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a member may not be unpacked (a name that leaves the folder, a link, encryption)."""
+    name = info.filename
+    if "\x00" in name or "\\" in name:
+        return "holds a NUL or '\\' in its name"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "has an absolute name"
+    if ".." in name.split("/"):
+        return "names '..' (a path outside the archive's folder)"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    if info.flag_bits & 0x1:
+        return "is encrypted"
+    return None
+
+
+def receive_dicom_zip(stream: BinaryIO, raw_name: str, scratch: Path, *, max_voxels: int,
+                      max_files: int = ZIP_MAX_FILES, max_bytes: int | None = None) -> tuple[Path, io.Volume]:
+    """A DICOM series uploaded as one ``.zip``, unpacked into a folder of ``scratch`` and read.
+
+    The members are unpacked flat (each under its last name part, made safe) into
+    ``scratch/<zip stem>/``; folder entries and ``__MACOSX``/hidden files are skipped.
+    Refused, with a one-line :class:`InputError` naming ``raw_name`` (and the member): not
+    a zip; a member with an absolute name, ``..``, ``\\`` or NUL in it, a symbolic link or
+    an encrypted one (the whole archive is refused, nothing is kept); more than
+    ``max_files`` files; more than ``max_bytes`` unpacked bytes (default: the voxel cap's
+    bytes plus :data:`ZIP_HEADER_BYTES`), counted while unpacking so a zip bomb stops at
+    the cap; two members with the same file name; no DICOM series, or several. The
+    series' size is checked against ``max_voxels`` from its header before its voxels
+    are read. Returns ``(folder, volume)``.
+    """
+    shown = (raw_name or "upload.zip").replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", shown[:-4] if shown.lower().endswith(".zip") else shown)
+    stem = stem.strip(".")[:MAX_NAME] or "series"
+    if max_bytes is None:
+        max_bytes = io.voxel_cap(max_voxels) * io.BYTES_PER_VOXEL + ZIP_HEADER_BYTES
+    archive = scratch / "upload.zip"
+    with open(archive, "wb") as out:
+        shutil.copyfileobj(stream, out, length=1 << 20)
+    if archive.stat().st_size == 0:
+        raise InputError(f"{shown}: the uploaded file is empty")
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{shown}: not a readable .zip archive ({exc})") from None
+    folder = scratch / stem
+    folder.mkdir()
+    with zf:
+        members = zf.infolist()
+        for info in members:  # every name checked before anything is written
+            problem = _zip_member_problem(info)
+            if problem:
+                raise InputError(f"{shown}: member {info.filename[:120]!r} {problem}; the archive is refused")
+        files = [i for i in members if not i.is_dir()
+                 and not any(p.startswith(".") or p == "__MACOSX" for p in i.filename.split("/") if p)]
+        if not files:
+            raise InputError(f"{shown}: the archive holds no files; zip the files of one DICOM series")
+        if len(files) > max_files:
+            raise InputError(f"{shown}: the archive holds {len(files)} files, more than the cap of {max_files}")
+        total = 0
+        for info in files:
+            leaf = re.sub(r"[^A-Za-z0-9._-]", "_", info.filename.rsplit("/", 1)[-1])[:MAX_NAME].lstrip(".")
+            target = folder / (leaf or "file")
+            try:
+                with zf.open(info) as src, open(target, "xb") as dst:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)
+                        if total > max_bytes:
+                            raise InputError(f"{shown}: more than {max_bytes} bytes once unpacked "
+                                             f"({max_bytes / 2**20:.0f} MB cap); the archive is refused")
+                        dst.write(chunk)
+            except FileExistsError:
+                raise InputError(f"{shown}: two members are named {target.name!r}; zip the files of "
+                                 "one DICOM series") from None
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+                raise InputError(f"{shown}: member {info.filename[:120]!r} cannot be unpacked ({exc})") from None
+    archive.unlink()
+    try:
+        volume = io.load(folder, max_voxels=max_voxels)
+    except InputError as exc:
+        raise type(exc)(str(exc).replace(str(folder), shown)) from None
+    return folder, volume
 
 
 def load_received(path: Path, shown: str) -> np.ndarray:

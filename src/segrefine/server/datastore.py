@@ -10,7 +10,10 @@ Images are
   the path relative to the data root without the image suffix
   (``hippocampus/imagesTr/hippocampus_004``);
 - images uploaded with ``PUT /datastore/?image=ID`` (stored in the workspace, under the id
-  the client gave; an upload with the id of a data-root image is refused).
+  the client gave; an upload with the id of a data-root image is refused): a NIfTI, NRRD
+  or MHA file, or a DICOM series as one ``.zip`` (unpacked flat into a folder with
+  :func:`segrefine.uploads.receive_dicom_zip`: no member outside it, file and byte caps,
+  the voxel cap; then an image of kind ``dicom`` like a series folder of the data root).
 
 Labels are stored in the workspace, per image and tag, as numbered versions that are
 never overwritten: ``labels/<image key>/<tag>/v0001.nii.gz`` with ``v0001.json`` (what the
@@ -76,8 +79,8 @@ class Image:
 
     @property
     def name(self) -> str:
-        if self.kind == "dicom":
-            return self.path.name + ".nii.gz"
+        if self.kind == "dicom":  # an uploaded series' folder carries its upload time: "<ms>__<name>"
+            return re.sub(r"^\d{10,}__", "", self.path.name) + ".nii.gz"
         return self.path.name if self.kind in ("file", "session") else self.path.name.split("__", 1)[-1]
 
     @property
@@ -159,7 +162,7 @@ class Datastore:
             meta = folder / "image.json"
             if folder.is_dir() and meta.is_file():
                 record = json.loads(meta.read_text(encoding="utf-8"))
-                out.append(Image(record["id"], folder / record["file"], "upload"))
+                out.append(Image(record["id"], folder / record["file"], record.get("kind", "upload")))
         return out
 
     def images(self) -> dict[str, Image]:
@@ -214,14 +217,20 @@ class Datastore:
 
     def add_image(self, image_id: str | None, stream, filename: str, scratch: Path, params: dict) -> Image:
         """Store an uploaded image under ``image_id`` (default: the file's case name); an
-        upload with an existing upload's id replaces that image (its labels stay)."""
+        upload with an existing upload's id replaces that image (its labels stay). A ``.zip``
+        is a DICOM series (:func:`segrefine.uploads.receive_dicom_zip`), stored as its folder."""
         if image_id is not None:
             check_id(image_id)  # before any byte is stored
-        dest = uploads.receive(stream, filename, scratch, max_voxels=self.max_voxels)
-        array = uploads.load_received(dest, filename)
+        kind = "upload"
+        if (filename or "").lower().endswith(".zip"):
+            dest, volume = uploads.receive_dicom_zip(stream, filename, scratch, max_voxels=self.max_voxels)
+            array, kind = volume.array, "dicom"
+        else:
+            dest = uploads.receive(stream, filename, scratch, max_voxels=self.max_voxels)
+            array = uploads.load_received(dest, filename)
         if array.ndim != 3:
             raise InputError(f"{filename}: expected a 3D image, got shape {array.shape}")
-        image_id = check_id(image_id or io.case_name(dest.name))
+        image_id = check_id(image_id or (dest.name if kind == "dicom" else io.case_name(dest.name)))
         if any(im.id == image_id for im in self._root_images()):
             raise Conflict(f"image id {image_id!r} is an image of the data root (read only); "
                            "upload under another id")
@@ -230,15 +239,19 @@ class Datastore:
             folder.mkdir(exist_ok=True)
             name = f"{int(time.time() * 1000)}__{dest.name}"
             shutil.move(str(dest), folder / name)
-            record = {"id": image_id, "file": name, "ts": int(time.time()),
+            record = {"id": image_id, "file": name, "kind": kind, "ts": int(time.time()),
                       "client_id": str(params.get("client_id") or "")[:64]}
             old = folder / "image.json"
             previous = json.loads(old.read_text(encoding="utf-8"))["file"] if old.is_file() else None
             with io.atomic_path(old) as tmp:
                 tmp.write_text(json.dumps(record), encoding="utf-8")
             if previous and previous != name:
-                (folder / previous).unlink(missing_ok=True)
-        return Image(image_id, folder / name, "upload")
+                gone = folder / previous
+                if gone.is_dir() and not gone.is_symlink():
+                    shutil.rmtree(gone, ignore_errors=True)
+                else:
+                    gone.unlink(missing_ok=True)
+        return Image(image_id, folder / name, kind)
 
     # ------------------------------------------------------------------ sessions
     def add_session(self, stream, filename: str, scratch: Path) -> Image:
