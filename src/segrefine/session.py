@@ -387,11 +387,15 @@ class Session:
         sid = self.structure(structure).id
         if sid in self.squeues.queues:
             return self.squeues.queues[sid]
-        _, queue = self.squeues.get(sid, lambda: st.structure_suggestions(
-            self.uncertainty, self.prob, self.mask, sid, spacing=tuple(self.meta["spacing"]), axis=self.axis,
-            order=self.meta.get("order", DEFAULT_ORDER), budget=float(self.meta["budget"])))
-        self._log("state")  # the ranking is part of the state from now on
-        return queue
+        # every structure still without a queue gets one now, from the same label map and regions
+        spacing = tuple(self.meta["spacing"])
+        regions = st.structure_regions(self.mask, spacing)
+        for s in self.structures:
+            self.squeues.get(s.id, lambda i=s.id: st.structure_suggestions(
+                self.uncertainty, self.prob, self.mask, i, spacing=spacing, axis=self.axis, regions=regions,
+                order=self.meta.get("order", DEFAULT_ORDER), budget=float(self.meta["budget"])))
+        self._log("state")  # the rankings are part of the state from now on
+        return self.squeues.queues[sid]
 
     # ------------------------------------------------------------------ structures
     def structure(self, structure: int | None = None) -> st.Structure:

@@ -225,11 +225,18 @@ def structure_regions(labels: np.ndarray, spacing=None, band_mm: float = BAND_MM
     from scipy import ndimage
 
     labels = np.asarray(labels)
+    out = np.zeros(labels.shape, np.uint8)
     if not labels.any():
-        return np.zeros(labels.shape, np.uint8)
-    dist, idx = ndimage.distance_transform_edt(labels == 0, sampling=spacing, return_indices=True)
-    nearest = labels[tuple(idx)]
-    return np.where(dist <= band_mm, nearest, 0).astype(np.uint8)
+        return out
+    # only the box around the structures, widened by the band, can lie within it
+    sp = np.ones(labels.ndim) if spacing is None else np.asarray(spacing, float)
+    pad = np.ceil(band_mm / sp).astype(int)
+    nz = [np.flatnonzero(np.moveaxis(labels, a, 0).reshape(labels.shape[a], -1).any(1)) for a in range(labels.ndim)]
+    box = tuple(slice(max(0, int(n[0]) - p), min(s, int(n[-1]) + p + 1)) for n, p, s in zip(nz, pad, labels.shape))
+    sub = labels[box]
+    dist, idx = ndimage.distance_transform_edt(sub == 0, sampling=sp, return_indices=True)
+    out[box] = np.where(dist <= band_mm, sub[tuple(idx)], 0)
+    return out
 
 
 def structure_suggestions(uncertainty: np.ndarray, prob: np.ndarray, labels: np.ndarray, structure: int, *,
@@ -242,8 +249,11 @@ def structure_suggestions(uncertainty: np.ndarray, prob: np.ndarray, labels: np.
     if regions is None:
         regions = structure_regions(labels, spacing, band_mm)
     part = regions == structure
+    p = np.where(part, prob, 0.0)
+    if order == "gain" and not (np.minimum(p, 1.0 - p) > 0).any():
+        order = "nu-naive"  # no expected error near the structure (e.g. an empty one): by ΣU
     out = suggest(np.where(part, uncertainty, 0.0), np.asarray(labels) == structure,
-                  prob=np.where(part, prob, 0.0), order=order, axis=axis, budget=budget)
+                  prob=p, order=order, axis=axis, budget=budget)
     return {**out, "structure": int(structure), "band_mm": float(band_mm)}
 
 

@@ -27,6 +27,10 @@ MAX_INDEX = 2**31 - 1
 
 #: a slice index (``ge=0``; past the volume it is a 400 from the session)
 Index = Annotated[int, Field(ge=0, le=MAX_INDEX)]
+#: a structure id (segrefine.structures.MAX_ID; a test keeps the two equal)
+StructureId = Annotated[int, Field(ge=1, le=127)]
+#: a colour channel
+Channel = Annotated[int, Field(ge=0, le=255)]
 #: a pixel coordinate (negative or past the slice: a 400 "outside the slice" from the session)
 Coord = Annotated[int, Field(ge=-MAX_INDEX, le=MAX_INDEX)]
 
@@ -52,6 +56,23 @@ class CreateFromPath(SessionOptions):
 
     path: str = Field(..., min_length=1, max_length=1024,
                       description="image path relative to the data root, e.g. 'hippocampus/imagesTr/x.nii.gz'")
+    labels: str | None = Field(None, min_length=1, max_length=1024,
+                               description="a label map to start from (several structures), relative to "
+                                           "the data root; named from the dataset.json beside its folder")
+
+
+class LabelsFromPath(_Strict):
+    """A label map under the data root that replaces the session's mask (a structure per value)."""
+
+    path: str = Field(..., min_length=1, max_length=1024)
+
+
+class NewStructure(_Strict):
+    """A new, empty structure: ``name``, optional ``color`` (RGB 0..255) and ``id`` (default: the next free)."""
+
+    name: str = Field(..., min_length=1, max_length=64)
+    color: tuple[Channel, Channel, Channel] | None = None
+    id: StructureId | None = None
 
 
 class MapsFromPath(_Strict):
@@ -64,8 +85,9 @@ class MapsFromPath(_Strict):
 
 class ScribbleRequest(_Strict):
     """Pixels ``[row, col]`` of slice ``index`` along ``axis`` (None = the session axis) to mark
-    with ``label`` (1 foreground, 2 background, 0 erase); ``radius`` thickens the stroke; with
-    ``refine`` the slice is refined right after (one round trip on pen-up)."""
+    with ``label`` (1 foreground, 2 background, 0 erase) of ``structure`` (None = the first);
+    ``radius`` thickens the stroke; with ``refine`` the slice is refined right after (one round
+    trip on pen-up), the other structures locked unless ``overwrite``."""
 
     index: Index
     axis: Axis | None = None
@@ -74,12 +96,16 @@ class ScribbleRequest(_Strict):
     radius: int = Field(0, ge=0, le=16)
     refine: bool = False
     method: Method | None = None
+    structure: StructureId | None = None
+    overwrite: bool = False
 
 
 class RefineRequest(_Strict):
     index: Index
     axis: Axis | None = None
     method: Method | None = None
+    structure: StructureId | None = None
+    overwrite: bool = False
 
 
 class AcceptRequest(_Strict):
@@ -87,10 +113,18 @@ class AcceptRequest(_Strict):
 
     index: Index
     needed_refinement: bool | None = None
+    structure: StructureId | None = Field(None, description="the early stop of this structure's queue")
 
 
 class ReportRequest(_Strict):
     needed_refinement: bool
+    structure: StructureId | None = None
+
+
+class StructureOut(BaseModel):
+    id: int
+    name: str
+    color: tuple[int, int, int]
 
 
 class ChangeOut(BaseModel):
@@ -143,6 +177,8 @@ class StatusOut(BaseModel):
     can_undo: bool
     can_redo: bool
     queue: QueueOut | None = None
+    structures: list[StructureOut] = Field(default_factory=list,
+                                           description="the label map's structures, by id")
 
 
 class ActionOut(BaseModel):
@@ -168,6 +204,9 @@ class SuggestionsOut(BaseModel):
     budget_slices: int
     zeta: float
     order: str
+    structure: int | None = Field(None, description="the structure ranked for (None: the whole mask)")
+    band_mm: float | None = Field(None, description="a structure's band: the uncertainty within this "
+                                                    "distance of it, nearest to it, is its own")
     slices: list[SliceScore]
     queue: QueueOut
     accepted: list[int]

@@ -497,9 +497,10 @@ async def datastore_label(request: Request, label: str, tag: str = DEFAULT_TAG, 
 # ---------------------------------------------------------------------- the web app's DICOM SEG
 @router.get("/api/sessions/{sid}/dicom-seg")
 def session_dicom_seg(sid: str, request: Request, series: str) -> Response:
-    """A web app session's current mask as a DICOM SEG of the data-root DICOM series ``series``
-    it was opened from (the series must have the session image's grid); the instances holding
-    strokes are recorded as corrected by a person."""
+    """A web app session's current label map as a DICOM SEG of the data-root DICOM series
+    ``series`` it was opened from (the series must have the session image's grid), one segment
+    per structure of the session (a single-structure session: the model card's label name);
+    the instances holding strokes are recorded as corrected by a person."""
     from segrefine.dicomseg import is_dicom_series, write_seg
     from segrefine.server.routes import resolve_data_path
 
@@ -510,6 +511,7 @@ def session_dicom_seg(sid: str, request: Request, series: str) -> Response:
     with store.use(sid) as s:
         mask = np.array(s.mask, np.uint8)
         affine, name = np.asarray(s.volume.affine, float), s.meta["name"]
+        names = s.label_names() if len(s.structures) > 1 else None
         corrected = [k for k in range(mask.shape[2]) if np.asarray(s.scribbles)[:, :, k].any()]
     volume = io.load(path, max_voxels=request.app.state.max_voxels)
     if volume.shape != mask.shape or not np.allclose(volume.affine, affine, atol=1e-3):
@@ -517,8 +519,12 @@ def session_dicom_seg(sid: str, request: Request, series: str) -> Response:
                          f"session image's (shape {mask.shape}); give the series the session was opened from")
     scratch = store.scratch()
     try:
-        labels = _labels()
-        seg = write_seg(mask * next(iter(labels.values())), path, scratch / "seg.dcm", label_names=labels,
+        if names is None:  # one structure: named from the model card, as /infer names it
+            labels = _labels()
+            mask = (mask > 0).astype(np.uint8) * np.uint8(next(iter(labels.values())))
+        else:
+            labels = names
+        seg = write_seg(mask, path, scratch / "seg.dcm", label_names=labels,
                         algorithm="segrefine MG-Net + refinement", corrected_slices=corrected)
         data = seg.read_bytes()
     finally:

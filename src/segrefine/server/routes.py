@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from segrefine import uploads
+from segrefine.datasets import dataset_labels
 from segrefine.errors import InputError
 from segrefine.server import models as m
 from segrefine.server.store import SessionStore
@@ -54,6 +55,9 @@ SLICE = "/sessions/{sid}/slices/{axis}/{index}"
 ARRAY = "/sessions/{sid}/arrays/{name}"
 VOLUME = "/sessions/{sid}/volumes/{name}"
 DOWNLOAD = "/sessions/{sid}/download"
+STRUCTURES = "/sessions/{sid}/structures"
+LABELS = "/sessions/{sid}/labels"
+LABELS_FROM_PATH = "/sessions/{sid}/labels/from-path"
 
 VOLUME_NAMES = ("image.nii.gz", "mask.nii.gz", "scribbles.nii.gz", "uncertainty.nii.gz", "prob.nii.gz")
 MAX_FILES_LISTED = 5000
@@ -102,6 +106,19 @@ def _load_under_root(request: Request, rel: str) -> np.ndarray:
     return uploads.load_received(resolve_data_path(request, rel), rel)
 
 
+def _labels_under_root(request: Request, rel: str) -> tuple[np.ndarray, dict[int, str]]:
+    """A label map under the data root and the names of its values: the ``labels`` of the
+    ``dataset.json`` of its Decathlon/nnU-Net folder (``<dataset>/labelsTr/<case>``), if any."""
+    path = resolve_data_path(request, rel)
+    root: Path = request.app.state.data_root
+    names: dict[int, str] = {}
+    for folder in (path.parent, path.parent.parent):
+        if folder.is_relative_to(root) and (folder / "dataset.json").is_file():
+            names = {k: v for k, v in dataset_labels(folder).items() if k != 0}
+            break
+    return np.rint(uploads.load_received(path, rel)), names
+
+
 # ---------------------------------------------------------------------- answers
 def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype=np.uint8).tobytes()).decode("ascii")
@@ -116,7 +133,7 @@ def status_out(sid: str, s: Session) -> m.StatusOut:
                        order=s.meta.get("order", "gain"),
                        has_maps=s.queue is not None,
                        accepted=st["accepted"], can_undo=st["can_undo"], can_redo=st["can_redo"],
-                       queue=st["queue"])
+                       queue=st["queue"], structures=st["structures"])
 
 
 def slice_out(s: Session, axis: int, index: int) -> m.SliceOut:
@@ -137,9 +154,10 @@ def _require_maps(s: Session) -> None:
         raise InputError("no prediction yet: POST the session's predict or maps endpoint first")
 
 
-def _refine(s: Session, index: int, axis: int | None, method: str | None):
+def _refine(s: Session, index: int, axis: int | None, method: str | None,
+            structure: int | None = None, overwrite: bool = False):
     try:
-        return s.refine(index, axis=axis, method=method)
+        return s.refine(index, axis=axis, method=method, structure=structure, overwrite=overwrite)
     except ImportError as exc:
         raise HTTPException(503, f"refinement method {method or s.meta['method']!r} is not "
                                  f"available on this server ({exc})") from None
@@ -177,9 +195,10 @@ def list_sessions(request: Request) -> list[m.SessionSummary]:
 def create_from_path(body: m.CreateFromPath, request: Request) -> m.StatusOut:
     """A session on a file under the data root."""
     path = resolve_data_path(request, body.path)
+    labels, names = _labels_under_root(request, body.labels) if body.labels else (None, None)
     try:
         sid, s = _store(request).create(path, axis=body.axis, method=body.method, budget=body.budget,
-                                        preset=body.preset, order=body.order)
+                                        preset=body.preset, order=body.order, labels=labels, names=names)
     except InputError as exc:
         raise InputError(str(exc).replace(str(path), body.path)) from None
     log.info("session %s created from %s", sid, body.path)
@@ -191,17 +210,25 @@ def create_from_upload(request: Request, file: Annotated[UploadFile, File()],
                        axis: Annotated[int, Form()] = 2, method: Annotated[str, Form()] = "idrlse",
                        budget: Annotated[float, Form()] = 0.6,
                        preset: Annotated[str | None, Form()] = None,
-                       order: Annotated[str, Form()] = "gain") -> m.StatusOut:
-    """A session on an uploaded image (multipart field ``file``; size limited by the app)."""
+                       order: Annotated[str, Form()] = "gain",
+                       labels: Annotated[UploadFile | None, File()] = None) -> m.StatusOut:
+    """A session on an uploaded image (multipart field ``file``; size limited by the app), with
+    an optional label map to start from (field ``labels``: several structures, "label N")."""
     options = m.SessionOptions(axis=axis, method=method, budget=budget, preset=preset or None, order=order)
     raw_name = file.filename or ""
     store = _store(request)
     scratch = store.scratch()
     try:
         dest = uploads.receive(file.file, raw_name, scratch, max_voxels=request.app.state.max_voxels)
+        label_map = None
+        if labels is not None:
+            shown = f"labels ({labels.filename or 'labels'})"
+            got = uploads.receive(labels.file, labels.filename or "labels", scratch, field="labels",
+                                  max_voxels=request.app.state.max_voxels)
+            label_map = np.rint(uploads.load_received(got, shown))
         try:
             sid, s = store.create(dest, axis=options.axis, method=options.method, budget=options.budget,
-                                  preset=options.preset, order=options.order)
+                                  preset=options.preset, order=options.order, labels=label_map)
         except InputError as exc:
             raise InputError(str(exc).replace(str(dest), raw_name)) from None
     finally:
@@ -268,28 +295,32 @@ def set_maps_from_path(sid: str, body: m.MapsFromPath, request: Request) -> m.Ac
 
 
 @router.get(SUGGESTIONS, response_model=m.SuggestionsOut)
-def suggestions(sid: str, request: Request) -> m.SuggestionsOut:
-    """Slices ranked by the session's order with the budget M' and the queue's state (stop rule, progress)."""
+def suggestions(sid: str, request: Request,
+                structure: Annotated[int | None, Query(ge=1, le=127)] = None) -> m.SuggestionsOut:
+    """Slices ranked by the session's order with the budget M' and the queue's state (stop rule,
+    progress); with ``structure``, ranked for that structure (``segrefine.structures``)."""
     with _store(request).use(sid) as s:
         _require_maps(s)
-        return m.SuggestionsOut(**{k: v for k, v in s.suggestions.items() if k != "slices"},
-                                slices=s.suggestions["slices"], queue=s.queue.state(),
+        sugg = s.suggestions if structure is None else s.structure_suggestions(structure)
+        return m.SuggestionsOut(**{k: v for k, v in sugg.items() if k != "slices"},
+                                slices=sugg["slices"], queue=s.suggestion_queue(structure).state(),
                                 accepted=list(s.accepted))
 
 
 @router.post(NEXT, response_model=m.NextOut)
-def next_suggestion(sid: str, request: Request) -> m.NextOut:
-    """Advance the queue: the next slice to check, or None when done."""
+def next_suggestion(sid: str, request: Request,
+                    structure: Annotated[int | None, Query(ge=1, le=127)] = None) -> m.NextOut:
+    """Advance the queue (the whole mask's, or ``structure``'s): the next slice to check, or None when done."""
     with _store(request).use(sid) as s:
-        k = s.next_suggestion()
-        return m.NextOut(index=k, queue=s.queue.state())
+        k = s.next_suggestion(structure=structure)
+        return m.NextOut(index=k, queue=s.suggestion_queue(structure).state())
 
 
 @router.post(REPORT, response_model=m.NextOut)
 def report(sid: str, body: m.ReportRequest, request: Request) -> m.NextOut:
     with _store(request).use(sid) as s:
-        s.report(body.needed_refinement)
-        return m.NextOut(index=None, queue=s.queue.state())
+        s.report(body.needed_refinement, structure=body.structure)
+        return m.NextOut(index=None, queue=s.suggestion_queue(body.structure).state())
 
 
 # ---------------------------------------------------------------------- editing
@@ -298,9 +329,9 @@ def add_scribble(sid: str, body: m.ScribbleRequest, request: Request) -> m.Actio
     """Mark pixels of one slice; with ``refine`` also refine that slice (pen-up)."""
     with _store(request).use(sid) as s:
         changes = [s.add_scribble(body.index, body.points, body.label, axis=body.axis,
-                                  radius=body.radius)]
+                                  radius=body.radius, structure=body.structure)]
         if body.refine:
-            changes.append(_refine(s, body.index, body.axis, body.method))
+            changes.append(_refine(s, body.index, body.axis, body.method, body.structure, body.overwrite))
         return action_out(sid, s, changes)
 
 
@@ -308,26 +339,29 @@ def add_scribble(sid: str, body: m.ScribbleRequest, request: Request) -> m.Actio
 def add_scribble_png(sid: str, request: Request, file: Annotated[UploadFile, File()],
                      index: Annotated[int, Form()], axis: Annotated[int | None, Form()] = None,
                      refine: Annotated[bool, Form()] = False,
-                     method: Annotated[str | None, Form()] = None) -> m.ActionOut:
+                     method: Annotated[str | None, Form()] = None,
+                     structure: Annotated[int | None, Form()] = None,
+                     overwrite: Annotated[bool, Form()] = False) -> m.ActionOut:
     """Scribbles of one slice as a PNG label image (see :func:`segrefine.uploads.read_scribble_png`)."""
-    opts = m.RefineRequest(index=index, axis=axis, method=method)
+    opts = m.RefineRequest(index=index, axis=axis, method=method, structure=structure, overwrite=overwrite)
     data = file.file.read()
     with _store(request).use(sid) as s:
         view_shape = s.slice_mask(opts.index, opts.axis).shape
         labels = uploads.read_scribble_png(data, view_shape, file.filename or "scribbles.png")
         if not labels.any():
             raise InputError(f"{file.filename or 'scribbles.png'}: the PNG holds no scribble")
-        changes = [s.add_scribble(opts.index, labels == lab, lab, axis=opts.axis)
+        changes = [s.add_scribble(opts.index, labels == lab, lab, axis=opts.axis, structure=opts.structure)
                    for lab in (1, 2) if (labels == lab).any()]
         if refine:
-            changes.append(_refine(s, opts.index, opts.axis, opts.method))
+            changes.append(_refine(s, opts.index, opts.axis, opts.method, opts.structure, opts.overwrite))
         return action_out(sid, s, changes)
 
 
 @router.post(REFINE, response_model=m.ActionOut)
 def refine(sid: str, body: m.RefineRequest, request: Request) -> m.ActionOut:
     with _store(request).use(sid) as s:
-        return action_out(sid, s, [_refine(s, body.index, body.axis, body.method)])
+        return action_out(sid, s, [_refine(s, body.index, body.axis, body.method, body.structure,
+                                           body.overwrite)])
 
 
 @router.post(UNDO, response_model=m.ActionOut)
@@ -346,7 +380,40 @@ def redo(sid: str, request: Request) -> m.ActionOut:
 @router.post(ACCEPT, response_model=m.ActionOut)
 def accept(sid: str, body: m.AcceptRequest, request: Request) -> m.ActionOut:
     with _store(request).use(sid) as s:
-        return action_out(sid, s, [s.accept(body.index, needed_refinement=body.needed_refinement)])
+        return action_out(sid, s, [s.accept(body.index, needed_refinement=body.needed_refinement,
+                                            structure=body.structure)])
+
+
+# ---------------------------------------------------------------------- structures
+@router.post(STRUCTURES, response_model=m.ActionOut)
+def add_structure(sid: str, body: m.NewStructure, request: Request) -> m.ActionOut:
+    """A new, empty structure in the session's label map."""
+    with _store(request).use(sid) as s:
+        return action_out(sid, s, [s.add_structure(body.name, color=body.color, id=body.id)])
+
+
+@router.post(LABELS, response_model=m.ActionOut)
+def set_labels_upload(sid: str, request: Request, file: Annotated[UploadFile, File()]) -> m.ActionOut:
+    """Replace the mask by an uploaded label map on the image's grid (a structure per value;
+    the session's names are kept for the ids it has, others are "label N")."""
+    store = _store(request)
+    with store.use(sid) as s:
+        scratch = store.scratch()
+        try:
+            dest = uploads.receive(file.file, file.filename or "labels", scratch, field="file",
+                                   max_voxels=request.app.state.max_voxels)
+            labels = np.rint(uploads.load_received(dest, f"labels ({file.filename or 'labels'})"))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return action_out(sid, s, [s.set_labels(labels)])
+
+
+@router.post(LABELS_FROM_PATH, response_model=m.ActionOut)
+def set_labels_from_path(sid: str, body: m.LabelsFromPath, request: Request) -> m.ActionOut:
+    """Replace the mask by a label map under the data root (named from its dataset.json)."""
+    labels, names = _labels_under_root(request, body.path)
+    with _store(request).use(sid) as s:
+        return action_out(sid, s, [s.set_labels(labels, names=names)])
 
 
 # ---------------------------------------------------------------------- reading
@@ -394,7 +461,8 @@ def get_volume(sid: str, name: str, request: Request) -> Response:
 
 @router.get(DOWNLOAD)
 def download(sid: str, request: Request) -> Response:
-    """The current mask as a uint8 NIfTI with the image's affine (``Session.save_mask``)."""
+    """The current label map (every structure's id) as a uint8 NIfTI with the image's affine
+    (``Session.save_mask``); the session's status names the ids."""
     store = _store(request)
     scratch = store.scratch()
     try:

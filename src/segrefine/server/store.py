@@ -153,8 +153,10 @@ class SessionStore:
         self._evict()
 
     def create(self, image, *, axis: int, method: str, budget: float,
-               preset: str | None = None, order: str = "gain") -> tuple[str, Session]:
-        """A new session on ``image`` (path or Volume) in a fresh random folder."""
+               preset: str | None = None, order: str = "gain", labels=None,
+               names: dict[int, str] | None = None) -> tuple[str, Session]:
+        """A new session on ``image`` (path or Volume) in a fresh random folder (``labels``: a
+        label map to start from, its values named by ``names``; see :meth:`Session.create`)."""
         for _ in range(8):
             session_id = new_id()
             folder = self.folder(session_id)
@@ -165,7 +167,7 @@ class SessionStore:
         try:
             options = {} if preset is None else {"preset": preset}  # None: the session's default
             session = Session.create(folder, image, axis=axis, method=method, budget=budget, order=order,
-                                     **options)
+                                     labels=labels, names=names, **options)
         except BaseException:
             if folder.exists() and folder.parent == self.workspace:
                 shutil.rmtree(folder, ignore_errors=True)
