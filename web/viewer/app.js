@@ -12,6 +12,7 @@ import { bindKeys, nudge } from "./keys.js";
 import { $, fillSelect, say } from "./dom.js";
 import { clearMapsForm, mapsForm, showModelWarning, warningOf } from "./models.js";
 import { initCohort } from "./cohort.js";
+import { initDicom } from "./dicom.js";
 
 
 let niivue;
@@ -200,6 +201,7 @@ function renderStatus() {
   $("undo").disabled = !st.can_undo;
   $("redo").disabled = !st.can_redo;
   $("download").href = api.routes.download(S.sid);
+  dicom.update(S.sid);
   $("predict-box").hidden = st.has_maps;
   $("maps-box").hidden = false;
   renderSliceInfo();
@@ -594,10 +596,18 @@ const cohort = initCohort({
   say,
 });
 window.segrefine.cohort = cohort;
+const dicom = initDicom({
+  openSession,
+  refreshLists,
+  options: () => ({ order: chosenOrder(), ...(chosenPreset() ? { preset: chosenPreset() } : {}) }),
+  say,
+});
+window.segrefine.dicom = dicom;
 setTool("fg");
 setUncertainty(true);
 await refreshLists().catch((err) => say(err.detail ?? String(err), true));
 await cohort.refresh();
+await dicom.refresh();
 const fromHash = new URLSearchParams(location.hash.slice(1)).get("session");
 if (fromHash) {
   await openSession(fromHash).catch((err) => say(`cannot open session: ${err.detail ?? err}`, true));

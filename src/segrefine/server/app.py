@@ -37,9 +37,10 @@ from pydantic import ValidationError
 
 from segrefine import io, uploads
 from segrefine.errors import InputError
-from segrefine.server.monailabel import router as monailabel_router
 from segrefine.server.cohort import router as cohort_router
+from segrefine.server.monailabel import router as monailabel_router
 from segrefine.server.routes import router
+from segrefine.server.series import router as series_router
 from segrefine.server.store import SessionStore, UnknownSession
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,7 @@ def make_app(*, data_root: Path | None, workspace: Path, max_upload_mb: float = 
     app.include_router(router, prefix="/api")
     app.state.cohort = None  # a cohort output folder; serve(cohort=...) sets it (GET /api/cohort)
     app.include_router(cohort_router, prefix="/api")
+    app.include_router(series_router, prefix="/api")  # DICOM series sessions (their DICOM SEG download)
     app.include_router(monailabel_router, include_in_schema=False)  # MONAI Label protocol (docs/slicer.md)
 
     # ------------------------------------------------------------------ the viewer
