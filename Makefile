@@ -8,7 +8,7 @@ WEB_STAMP := web/node_modules/.installed
 INPUT ?=
 OUT ?= demo_out
 
-.PHONY: setup demo serve test bench clean
+.PHONY: setup demo serve test bench screenshots clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: setup
 	$(BENCH) gcn --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/gcn.json
 	$(BENCH) cohort --json bench_out/cohort.json
 	$(BENCH) persistence --json bench_out/persistence.json
+
+# the web app's pictures in docs/images/ for docs/slicer.md: a real server and headless Chromium
+# (Debian's chromium) on the shared hippocampus data
+screenshots: setup
+	$(BIN)/python scripts/screenshots.py --data $(dir $(HIP)) --out docs/images
 
 clean:
 	rm -rf $(OUT) .pytest_cache
