@@ -131,3 +131,38 @@ def test_cohort_panel_lists_opens_and_jumps(site, cohort, page):  # noqa: F811
     listed = httpx.get(f"{site}/api/cohort", timeout=30).json()["cases"]
     assert {c["case"]: (c["session"], c["accepted"]) for c in listed} == {
         order[0]: (sid, 0), order[1]: (second, 1), order[2]: (None, None)}
+
+
+def test_case_maps_of_a_refine_gcn_cohort_and_links_out_of_the_folder(cohort, tmp_path):
+    """No browser: a refine-gcn case (labels + _entropy) gives back its probability; a map that is
+    a symbolic link out of the cohort folder is refused (403)."""
+    from fastapi import HTTPException
+
+    from segrefine.server.cohort import _case_files, _load_maps
+    from segrefine.uncertainty import binary_entropy
+
+    _, out, _, order = cohort
+    case = order[0]
+    prob = np.asarray(io.load(out / f"{case}_prob.nii.gz").array, np.float32)
+    gcn = tmp_path / "gcn"
+    gcn.mkdir()
+    shutil.copy(out / f"{case}.nii.gz", gcn)
+    volume = io.load(out / f"{case}_prob.nii.gz")
+    io.save(volume.with_array(binary_entropy(prob).astype(np.float32)), gcn / f"{case}_entropy.nii.gz")
+    files = _case_files(gcn.resolve(), case)
+    assert sorted(files) == ["entropy", "label"]
+    p, unc, label = _load_maps(files, case, 10**7)
+    np.testing.assert_array_equal(unc, io.load(gcn / f"{case}_entropy.nii.gz").array)  # U = the entropy
+    label_ok = np.array_equal(label, io.load(out / f"{case}.nii.gz", finite=False).array > 0)
+    consistent = (prob > 0.5) == label  # where MG-Net's label is its thresholded probability
+    assert label_ok and consistent.mean() > 0.999
+    np.testing.assert_allclose(p[consistent], prob[consistent], atol=1e-4)
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    shutil.copy(out / f"{case}.nii.gz", linked)
+    (linked / f"{case}_prob.nii.gz").symlink_to(out / f"{case}_prob.nii.gz")  # outside `linked`
+    shutil.copy(out / f"{case}_uncertainty.nii.gz", linked)
+    with pytest.raises(HTTPException) as err:
+        _case_files(linked.resolve(), case)
+    assert err.value.status_code == 403 and "resolves outside the cohort folder" in err.value.detail
