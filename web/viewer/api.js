@@ -1,5 +1,6 @@
 // The JSON API of segrefine (src/segrefine/server/routes.py keeps the same route names).
 const enc = encodeURIComponent;
+const scope = (structure) => (structure === "" || structure == null ? "" : `?structure=${enc(structure)}`);
 
 export const routes = {
   files: () => "/api/files",
@@ -8,8 +9,11 @@ export const routes = {
   session: (sid) => `/api/sessions/${enc(sid)}`,
   predict: (sid) => `/api/sessions/${enc(sid)}/predict`,
   maps: (sid) => `/api/sessions/${enc(sid)}/maps`,
-  suggestions: (sid) => `/api/sessions/${enc(sid)}/suggestions`,
-  next: (sid) => `/api/sessions/${enc(sid)}/next`,
+  // structure: "" / null = the whole mask's suggestions and queue, else a structure id
+  suggestions: (sid, structure = "") => `/api/sessions/${enc(sid)}/suggestions${scope(structure)}`,
+  next: (sid, structure = "") => `/api/sessions/${enc(sid)}/next${scope(structure)}`,
+  structures: (sid) => `/api/sessions/${enc(sid)}/structures`,
+  labels: (sid) => `/api/sessions/${enc(sid)}/labels`,
   scribbles: (sid) => `/api/sessions/${enc(sid)}/scribbles`,
   refine: (sid) => `/api/sessions/${enc(sid)}/refine`,
   undo: (sid) => `/api/sessions/${enc(sid)}/undo`,

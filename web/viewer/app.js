@@ -6,7 +6,8 @@
 
 import * as api from "./api.js";
 import { Geometry } from "./geometry.js";
-import { V, makeDrawLut, segment } from "./draw.js";
+import { segment } from "./draw.js";
+import { hexToRgb, indexOfId, layout, makeStructureLut, quantise, rgbToHex, strokeCodes } from "./structures.js";
 import { renderQueue as drawQueue } from "./queue.js";
 import { bindKeys, nudge } from "./keys.js";
 import { $, fillSelect, say } from "./dom.js";
@@ -24,7 +25,6 @@ try {
 }
 const { Niivue, SLICE_TYPE } = niivue;
 
-const DRAW_LUT = makeDrawLut();
 const TOOLS = { navigate: null, fg: 1, bg: 2, erase: 0 };
 const INK = { fg: "rgba(40,230,60,0.9)", bg: "rgba(30,150,255,0.9)", erase: "rgba(255,255,255,0.8)" };
 
@@ -35,8 +35,15 @@ const S = {
   geom: null,
   mask: null, // Uint8Array, file order (i fastest)
   scr: null,
-  ulev: null, // uncertainty quantised to 0..V.levels-1, file order
+  unc: null, // uncertainty (Float32Array, file order)
+  ulev: null, // uncertainty quantised to 0..levels-1 of the drawing's layout, file order
   umax: 0,
+  structures: [], // {id, name, color} of the session's label map
+  active: 1, // the structure strokes and refinement edit
+  overwrite: false, // false: the other structures' voxels are locked
+  scope: "", // the suggestions shown: "" the whole mask, else a structure id
+  lay: layout(1), // the drawing's byte layout (structures.js)
+  idx: indexOfId([]), // structure id -> position in S.structures
   tool: "fg",
   radius: 1,
   showUnc: true,
@@ -68,7 +75,7 @@ nv.setDrawOpacity(1);
 nv.onLocationChange = () => renderSliceInfo();
 
 // exposed for tests and for a person at the console
-window.segrefine = { nv, S, Geometry, goToSlice, currentIndex, canvasToFile };
+window.segrefine = { nv, S, Geometry, goToSlice, currentIndex, canvasToFile, setActive };
 
 // ------------------------------------------------------------------ geometry helpers
 function currentIndex() {
@@ -119,19 +126,23 @@ function paintSlice(axis, index) {
   const m = S.mask;
   const showMask = S.showMask;
   const ulev = S.showUnc && S.ulev ? S.ulev : null;
+  const V = S.lay;
+  const [fgCode, bgCode] = strokeCodes(S.active); // the active structure's strokes are drawn
   for (let r = 0; r < h; r++) {
     for (let c = 0; c < w; c++) {
       const fi = f0 + r * fs[ar] + c * fs[ac];
       const s = S.scr[fi];
       let v;
-      if (s === 1) v = V.fg;
-      else if (s === 2) v = V.bg;
+      if (s === fgCode) v = V.fg;
+      else if (s === bgCode) v = V.bg;
       else {
         const L = ulev ? ulev[fi] : 0;
-        if (showMask && m[fi]) {
+        const id = m[fi];
+        const i = id ? S.idx[id] : -1;
+        if (showMask && i >= 0) {
           const edge = r === 0 || c === 0 || r === h - 1 || c === w - 1 ||
-            !m[fi - fs[ar]] || !m[fi + fs[ar]] || !m[fi - fs[ac]] || !m[fi + fs[ac]];
-          v = edge ? V.outline : V.in0 + L;
+            m[fi - fs[ar]] !== id || m[fi + fs[ar]] !== id || m[fi - fs[ac]] !== id || m[fi + fs[ac]] !== id;
+          v = edge ? V.outline(i) : V.in0(i) + L;
         } else {
           v = L ? V.out0 + L : V.none;
         }
@@ -204,13 +215,107 @@ function renderStatus() {
   dicom.update(S.sid);
   $("predict-box").hidden = st.has_maps;
   $("maps-box").hidden = false;
+  $("structures-box").hidden = false;
+  if (structuresChanged(st.structures)) setStructures(st.structures);
   renderSliceInfo();
+}
+
+// ------------------------------------------------------------------ structures
+function structuresChanged(list) {
+  return JSON.stringify(list ?? []) !== JSON.stringify(S.structures);
+}
+
+/** take the session's structures: drawing colours, uncertainty levels, the list and the queue's scope */
+function setStructures(list) {
+  S.structures = list?.length ? list : [{ id: 1, name: "foreground", color: [128, 174, 128] }];
+  S.idx = indexOfId(S.structures);
+  S.lay = layout(S.structures.length);
+  if (S.idx[S.active] < 0) S.active = S.structures[0].id;
+  if (S.scope && S.idx[Number(S.scope)] < 0) S.scope = "";
+  S.ulev = S.unc ? quantise(S.unc, S.umax, S.lay.levels) : null;
+  renderStructures();
+  if (S.geom && nv.drawBitmap) {
+    nv.setDrawColormap(makeStructureLut(S.structures));
+    paintAll();
+  }
+}
+
+function renderStructures() {
+  const items = S.structures.map((s, n) => {
+    const li = document.createElement("li");
+    li.dataset.id = s.id;
+    li.classList.toggle("active", s.id === S.active);
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.name = "structure";
+    input.value = s.id;
+    input.checked = s.id === S.active;
+    input.addEventListener("change", () => setActive(s.id));
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    sw.style.background = rgbToHex(s.color);
+    const label = document.createElement("label");
+    label.append(input, sw, ` ${s.id} · ${s.name}`);
+    if (n < 9) label.title = `active structure (${n + 1})`;
+    li.append(label);
+    return li;
+  });
+  $("structure-list").replaceChildren(...items);
+  fillSelect($("queue-scope"), [{ id: "", name: "all structures" }, ...S.structures],
+    (s) => s.id, (s) => (s.id === "" ? s.name : `${s.id} · ${s.name}`));
+  $("queue-scope").value = S.scope;
+}
+
+function setActive(id) {
+  if (S.idx[id] < 0) return;
+  S.active = id;
+  renderStructures();
+  if (S.geom) paintAll(); // the strokes drawn are the active structure's
+  const s = S.structures[S.idx[id]];
+  say(`active structure: ${s.name} (others ${S.overwrite ? "overwritten" : "locked"})`);
+}
+
+function addStructure() {
+  const name = $("new-structure-name").value.trim();
+  if (!name) return say("name the new structure first", true);
+  const color = hexToRgb($("new-structure-color").value);
+  return enqueue(async () => {
+    const out = await api.postJSON(api.routes.structures(S.sid), { name, color });
+    $("new-structure-name").value = "";
+    const added = out.status.structures.find((s) => s.name === name);
+    if (added) S.active = added.id;
+    await afterAction(out);
+    say(`structure ${name} added: strokes now draw it`);
+  });
+}
+
+function loadLabelMap(file) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  return enqueue(async () => {
+    say(`loading the label map ${file.name}…`);
+    await api.postForm(api.routes.labels(S.sid), form);
+    await openSession(S.sid);
+    say(`label map ${file.name} loaded: ${S.structures.length} structure(s)`);
+  });
+}
+
+async function setScope(scope) {
+  S.scope = scope;
+  if (S.status?.has_maps) S.sugg = await api.getJSON(api.routes.suggestions(S.sid, S.scope));
+  renderQueue();
+}
+
+/** the structure whose queue the next / accept verbs feed (null: the whole mask's) */
+function scopeId() {
+  return S.scope === "" ? null : Number(S.scope);
 }
 
 function renderQueue() {
   const el = { list: $("queue-list"), budget: $("budget"), progress: $("progress"),
     progressText: $("progress-text"), stop: $("early-stop") };
-  drawQueue(el, S.sugg, S.status, currentIndex(), goToSlice);
+  const status = S.sugg?.structure != null ? { ...S.status, queue: S.sugg.queue } : S.status;
+  drawQueue(el, S.sugg, status, currentIndex(), goToSlice);
 }
 
 function setTool(name) {
@@ -301,27 +406,22 @@ async function openSession(sid) {
   ]);
   S.mask = mask;
   S.scr = scr;
-  S.ulev = null;
+  S.unc = null;
   S.umax = 0;
   if (unc) {
     const u = new Float32Array(unc.buffer, unc.byteOffset, unc.byteLength / 4);
     let umax = 0;
     for (let i = 0; i < u.length; i++) if (u[i] > umax) umax = u[i];
-    const ulev = new Uint8Array(u.length);
-    if (umax > 0) {
-      const scale = (V.levels - 1) / umax;
-      for (let i = 0; i < u.length; i++) ulev[i] = Math.min(V.levels - 1, Math.max(0, Math.round(u[i] * scale)));
-    }
-    S.ulev = ulev;
+    S.unc = u;
     S.umax = umax;
   }
   $("unc-max").textContent = S.umax ? S.umax.toPrecision(3) : "–";
   nv.setDrawingEnabled(false);
   nv.createEmptyDrawing();
-  nv.setDrawColormap(DRAW_LUT);
   nv.setSliceType(planeSliceType(S.status.axis));
-  paintAll();
-  S.sugg = S.status.has_maps ? await api.getJSON(api.routes.suggestions(sid)) : null;
+  S.structures = [];
+  setStructures(S.status.structures); // colour table, uncertainty levels, then the drawing
+  S.sugg = S.status.has_maps ? await api.getJSON(api.routes.suggestions(sid, S.scope)) : null;
   resizeInk();
   renderStatus();
   renderQueue();
@@ -361,8 +461,9 @@ async function createFromUpload(file) {
 // ------------------------------------------------------------------ verbs
 function nextSuggestion() {
   return enqueue(async () => {
-    const out = await api.postJSON(api.routes.next(S.sid));
-    S.status.queue = out.queue;
+    const out = await api.postJSON(api.routes.next(S.sid, S.scope));
+    if (scopeId() === null) S.status.queue = out.queue;
+    else if (S.sugg) S.sugg.queue = out.queue;
     if (out.index === null) {
       say(out.queue.stopped_early ? "stopped early: the last suggested slices needed no refinement"
         : "every suggested slice within the budget was shown");
@@ -386,7 +487,9 @@ function accept() {
   return enqueue(async () => {
     const k = currentIndex();
     const needed = S.edited.has(k) || sliceHasScribbles(k);
-    const out = await api.postJSON(api.routes.accept(S.sid), { index: k, needed_refinement: needed });
+    const out = await api.postJSON(api.routes.accept(S.sid),
+      { index: k, needed_refinement: needed, structure: scopeId() });
+    if (scopeId() !== null) S.sugg = await api.getJSON(api.routes.suggestions(S.sid, S.scope));
     await afterAction(out);
     say(`slice ${k} accepted`);
     if (cohort.state.available) await cohort.refresh();
@@ -460,7 +563,8 @@ ink.addEventListener("pointerdown", (e) => {
   ink.setPointerCapture(e.pointerId);
   const rect = ink.getBoundingClientRect();
   const pos = [e.clientX - rect.left, e.clientY - rect.top];
-  stroke = { tool: S.tool, index: currentIndex(), pixels: new Set(), last: px, lastPos: pos };
+  stroke = { tool: S.tool, index: currentIndex(), pixels: new Set(), last: px, lastPos: pos,
+    structure: S.active, overwrite: S.overwrite };
   segment(px, px, stroke.pixels);
   inkLine(pos, pos);
   e.preventDefault();
@@ -494,6 +598,7 @@ function endStroke(e) {
     try {
       out = await api.postJSON(api.routes.scribbles(S.sid), {
         index: s.index, axis: S.status.axis, label: TOOLS[s.tool], points, radius: S.radius, refine: true,
+        structure: s.structure, overwrite: s.overwrite,
       });
     } catch (err) {
       // not stored: the ink must not stay as if it were
@@ -535,6 +640,19 @@ $("predict").addEventListener("click", predict);
 $("load-maps").addEventListener("click", loadMaps);
 $("show-unc").addEventListener("change", (e) => setUncertainty(e.target.checked));
 $("show-mask").addEventListener("change", (e) => setMaskShown(e.target.checked));
+$("overwrite").addEventListener("change", (e) => {
+  S.overwrite = e.target.checked;
+  say(S.overwrite ? "overwrite: strokes take other structures' voxels" : "lock: other structures' voxels are kept");
+});
+$("add-structure").addEventListener("click", addStructure);
+$("labels-upload").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  if (file && S.sid) loadLabelMap(file);
+  e.target.value = "";
+});
+$("queue-scope").addEventListener("change", (e) => {
+  enqueue(() => setScope(e.target.value));
+});
 $("open-session").addEventListener("click", () => {
   const sid = $("session-select").value;
   if (sid) openSession(sid).catch((err) => say(err.detail ?? String(err), true));
@@ -578,6 +696,9 @@ const KEYS = {
   ArrowDown: () => goToSlice(currentIndex() - 1),
   PageUp: () => goToSlice(currentIndex() + 1),
   PageDown: () => goToSlice(currentIndex() - 1),
+  ...Object.fromEntries([1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [String(n), () => {
+    if (S.structures[n - 1]) setActive(S.structures[n - 1].id);
+  }])),
   "[": () => nudge($("radius"), -1),
   "]": () => nudge($("radius"), +1),
 };
