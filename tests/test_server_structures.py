@@ -97,3 +97,25 @@ def test_structure_id_bound_matches_the_library():
     with pytest.raises(Exception, match="less than or equal to 127"):
         m.ScribbleRequest(index=0, label=1, points=[(0, 0)], structure=MAX_ID + 1)
     assert field.default is None
+
+
+def test_dicom_seg_of_a_session_with_two_structures(shared, tmp_path):
+    pytest.importorskip("highdicom")
+    from segrefine import io
+    from segrefine.dicomseg import read_seg, write_series
+
+    root = tmp_path / "root"
+    write_series(io.load(shared / IMAGE), root / "series" / "h4")
+    (root / "labels").mkdir()
+    (root / "labels" / "h4.nii.gz").write_bytes((shared / LABELS).read_bytes())
+    client = TestClient(make_app(data_root=root, workspace=tmp_path / "ws"))
+    r = client.post("/api/sessions", json={"path": "series/h4", "labels": "labels/h4.nii.gz"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert [x["name"] for x in r.json()["structures"]] == ["label 1", "label 2"]  # no dataset.json
+    r = client.get(f"/api/sessions/{sid}/dicom-seg", params={"series": "series/h4"})
+    assert r.status_code == 200, r.text
+    (tmp_path / "s.dcm").write_bytes(r.content)
+    back, names = read_seg(tmp_path / "s.dcm", root / "series" / "h4")
+    labels = np.asarray(nib.load(shared / LABELS).dataobj)
+    assert names == {"label 1": 1, "label 2": 2} and np.array_equal(back, labels)
