@@ -119,3 +119,24 @@ def test_dicom_seg_of_a_session_with_two_structures(shared, tmp_path):
     back, names = read_seg(tmp_path / "s.dcm", root / "series" / "h4")
     labels = np.asarray(nib.load(shared / LABELS).dataobj)
     assert names == {"label 1": 1, "label 2": 2} and np.array_equal(back, labels)
+
+
+def test_slicer_segmentation_download(shared, tmp_path):
+    """``download?format=seg.nrrd`` read by slicerio (3D Slicer's own Python reader of
+    segmentation files): segment names, colours and values, the voxels and the geometry."""
+    slicerio = pytest.importorskip("slicerio")
+    client = TestClient(make_app(data_root=shared, workspace=tmp_path / "ws"))
+    sid = client.post("/api/sessions", json={"path": IMAGE, "labels": LABELS}).json()["id"]
+    client.post(f"/api/sessions/{sid}/structures", json={"name": "lesion", "color": [255, 0, 0]})
+    r = client.get(f"/api/sessions/{sid}/download", params={"format": "seg.nrrd"})
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith('_mask.seg.nrrd"')
+    (tmp_path / "s.seg.nrrd").write_bytes(r.content)
+    seg = slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))
+    got = [(s["name"], s["labelValue"], [round(c * 255) for c in s["color"]]) for s in seg["segments"]]
+    assert got == [("anterior", 1, [128, 174, 128]), ("posterior", 2, [241, 214, 145]), ("lesion", 3, [255, 0, 0])]
+    ref = nib.load(shared / IMAGE)
+    labels = np.asarray(nib.load(shared / LABELS).dataobj)
+    assert np.array_equal(seg["voxels"], labels)
+    lps = np.diag([-1.0, -1.0, 1.0]) @ ref.affine[:3]  # the file's space is LPS
+    assert np.allclose(seg["ijkToLPS"][:3], lps, atol=1e-5)
+    assert client.get(f"/api/sessions/{sid}/download", params={"format": "png"}).status_code == 422

@@ -469,18 +469,22 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def save(volume: Volume, path: str | os.PathLike, *, dtype=None) -> Path:
+def save(volume: Volume, path: str | os.PathLike, *, dtype=None,
+         metadata: dict[str, str] | None = None) -> Path:
     """Write ``volume`` atomically (temp file + rename).
 
     NIfTI keeps the stored affine and header (qform/sform codes); with ``dtype``
     the array is cast and the header's data type and scaling updated. NRRD/MHA
-    go through SimpleITK (LPS conversion of the affine).
+    go through SimpleITK (LPS conversion of the affine); ``metadata`` are header fields
+    written as they are (NRRD: ``key:=value`` lines), refused for NIfTI.
     """
     path = Path(path)
     array = volume.array if dtype is None else np.asarray(volume.array).astype(dtype, copy=False)
     lower = str(path).lower()
     with atomic_path(path) as tmp:
         if lower.endswith(NIFTI_SUFFIXES):
+            if metadata:
+                raise InputError(f"{path}: NIfTI has no free-form header fields; write .nrrd or .mha")
             header = volume.header.copy() if volume.header is not None else None
             img = nib.Nifti1Image(array, volume.affine, header=header)
             if header is not None:
@@ -493,13 +497,13 @@ def save(volume: Volume, path: str | os.PathLike, *, dtype=None) -> Path:
                     img.set_sform(volume.affine if scode else None, code=scode)
             nib.save(img, str(tmp))
         elif lower.endswith(SITK_SUFFIXES):
-            _save_sitk(volume.with_array(array), tmp)
+            _save_sitk(volume.with_array(array), tmp, metadata)
         else:
             raise InputError(f"{path}: unsupported output format")
     return path
 
 
-def _save_sitk(volume: Volume, path: Path) -> None:
+def _save_sitk(volume: Volume, path: Path, metadata: dict[str, str] | None = None) -> None:
     import SimpleITK as sitk
 
     array = np.asarray(volume.array)
@@ -510,7 +514,9 @@ def _save_sitk(volume: Volume, path: Path) -> None:
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetOrigin(tuple(float(o) for o in affine[:3, 3]))
     image.SetDirection(tuple(float(d) for d in (affine[:3, :3] / spacing).ravel()))
-    sitk.WriteImage(image, str(path))
+    for key, value in (metadata or {}).items():
+        image.SetMetaData(str(key), str(value))
+    sitk.WriteImage(image, str(path), useCompression=bool(metadata))
 
 
 def list_images(path: str | os.PathLike) -> list[Path]:

@@ -565,9 +565,12 @@ class Session:
         return Change("accept", self.axis, index)
 
     def save_mask(self, path: str | Path) -> Path:
-        """Write the current label map (every structure's id) as uint8 NIfTI with the image's
-        geometry (atomically); :meth:`label_names` names the values."""
-        return io.save(self.volume.with_array(self.mask.astype(np.uint8)), path, dtype=np.uint8)
+        """Write the current label map (every structure's id) with the image's geometry
+        (atomically): uint8 NIfTI (:meth:`label_names` names the values), or with a
+        ``.seg.nrrd`` name 3D Slicer's segmentation file, whose segments carry the names and colours."""
+        fields = (st.seg_nrrd_fields(self.structures, self.mask.shape)
+                  if str(path).lower().endswith(".seg.nrrd") else None)
+        return io.save(self.volume.with_array(self.mask.astype(np.uint8)), path, dtype=np.uint8, metadata=fields)
 
     def label_names(self) -> dict[str, int]:
         """{structure name: id}, e.g. for a DICOM SEG's segments."""

@@ -212,6 +212,7 @@ function renderStatus() {
   $("undo").disabled = !st.can_undo;
   $("redo").disabled = !st.can_redo;
   $("download").href = api.routes.download(S.sid);
+  $("download-slicer").href = `${api.routes.download(S.sid)}?format=seg.nrrd`;
   dicom.update(S.sid);
   $("predict-box").hidden = st.has_maps;
   $("maps-box").hidden = false;

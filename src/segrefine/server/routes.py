@@ -18,7 +18,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
@@ -460,18 +460,22 @@ def get_volume(sid: str, name: str, request: Request) -> Response:
 
 
 @router.get(DOWNLOAD)
-def download(sid: str, request: Request) -> Response:
-    """The current label map (every structure's id) as a uint8 NIfTI with the image's affine
-    (``Session.save_mask``); the session's status names the ids."""
+def download(sid: str, request: Request,
+             format: Annotated[Literal["nifti", "seg.nrrd"], Query()] = "nifti") -> Response:
+    """The current label map (every structure's id) with the image's geometry
+    (``Session.save_mask``): a uint8 NIfTI (the session's status names the ids), or with
+    ``format=seg.nrrd`` 3D Slicer's segmentation file (segments named and coloured)."""
     store = _store(request)
     scratch = store.scratch()
+    suffix = ".nii.gz" if format == "nifti" else ".seg.nrrd"
     try:
         with store.use(sid) as s:
             name = re.sub(r"[^A-Za-z0-9._-]", "_", s.meta["name"]) or "image"
-            path = s.save_mask(scratch / "mask.nii.gz")
+            path = s.save_mask(scratch / f"mask{suffix}")
         data = path.read_bytes()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return Response(data, media_type="application/gzip",
-                    headers={"Content-Disposition": f'attachment; filename="{name}_mask.nii.gz"',
+    media = "application/gzip" if format == "nifti" else "application/octet-stream"
+    return Response(data, media_type=media,
+                    headers={"Content-Disposition": f'attachment; filename="{name}_mask{suffix}"',
                              "Cache-Control": "no-store"})
