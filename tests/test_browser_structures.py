@@ -15,8 +15,8 @@ from server_util import running_server
 from test_browser import (  # noqa: F401 (browser and page are fixtures)
     ARTIFACTS,
     CHROMIUM,
-    NIIVUE,
     JS_DRAWN,
+    NIIVUE,
     browser,
     drag,
     open_session,
@@ -55,7 +55,7 @@ def site(shared, tmp_path_factory):
         yield url, sid, labels
 
 
-def test_pick_a_structure_draw_and_the_other_is_untouched(page, site, shared):
+def test_pick_a_structure_draw_and_the_other_is_untouched(page, site, shared):  # noqa: F811
     url, sid, labels = site
     affine = nib.load(shared / IMAGE).affine
     open_session(page, url, sid)
