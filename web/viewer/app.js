@@ -7,7 +7,9 @@
 import * as api from "./api.js";
 import { Geometry } from "./geometry.js";
 import { segment } from "./draw.js";
-import { hexToRgb, indexOfId, layout, makeStructureLut, quantise, rgbToHex, strokeCodes } from "./structures.js";
+import { indexOfId, layout } from "./structures.js";
+import { initStructures } from "./structures-panel.js";
+import * as paint from "./paint.js";
 import { renderQueue as drawQueue } from "./queue.js";
 import { bindKeys, nudge } from "./keys.js";
 import { $, fillSelect, say } from "./dom.js";
@@ -74,8 +76,11 @@ await nv.attachToCanvas(glCanvas);
 nv.setDrawOpacity(1);
 nv.onLocationChange = () => renderSliceInfo();
 
+// the structures panel (structures-panel.js)
+const structures = initStructures({ S, nv, enqueue, afterAction, openSession, paintAll, renderQueue });
+
 // exposed for tests and for a person at the console
-window.segrefine = { nv, S, Geometry, goToSlice, currentIndex, canvasToFile, setActive };
+window.segrefine = { nv, S, Geometry, goToSlice, currentIndex, canvasToFile, setActive: structures.setActive };
 
 // ------------------------------------------------------------------ geometry helpers
 function currentIndex() {
@@ -110,59 +115,13 @@ function planeSliceType(axis) {
   return [SLICE_TYPE.SAGITTAL, SLICE_TYPE.CORONAL, SLICE_TYPE.AXIAL][p];
 }
 
-// ------------------------------------------------------------------ mask + scribbles in the drawing
-/** rewrite slice `index` along `axis` of the drawing bitmap from S.mask / S.scr / S.ulev */
+// ------------------------------------------------------------------ mask + scribbles in the drawing (paint.js)
 function paintSlice(axis, index) {
-  const g = S.geom;
-  const bmp = nv.drawBitmap;
-  if (!bmp) return;
-  const [ar, ac] = g.sliceAxes(axis);
-  const h = g.dimsFile[ar];
-  const w = g.dimsFile[ac];
-  const fs = g.fileStride;
-  const rs = g.rasStrideOf;
-  const f0 = index * fs[axis];
-  const r0 = g.rasOffset + index * rs[axis];
-  const m = S.mask;
-  const showMask = S.showMask;
-  const ulev = S.showUnc && S.ulev ? S.ulev : null;
-  const V = S.lay;
-  const [fgCode, bgCode] = strokeCodes(S.active); // the active structure's strokes are drawn
-  for (let r = 0; r < h; r++) {
-    for (let c = 0; c < w; c++) {
-      const fi = f0 + r * fs[ar] + c * fs[ac];
-      const s = S.scr[fi];
-      let v;
-      if (s === fgCode) v = V.fg;
-      else if (s === bgCode) v = V.bg;
-      else {
-        const L = ulev ? ulev[fi] : 0;
-        const id = m[fi];
-        const i = id ? S.idx[id] : -1;
-        if (showMask && i >= 0) {
-          const edge = r === 0 || c === 0 || r === h - 1 || c === w - 1 ||
-            m[fi - fs[ar]] !== id || m[fi + fs[ar]] !== id || m[fi - fs[ac]] !== id || m[fi + fs[ac]] !== id;
-          v = edge ? V.outline(i) : V.in0(i) + L;
-        } else {
-          v = L ? V.out0 + L : V.none;
-        }
-      }
-      bmp[r0 + r * rs[ar] + c * rs[ac]] = v;
-    }
-  }
+  if (nv.drawBitmap) paint.paintSlice(S, nv.drawBitmap, axis, index);
 }
 
 function sliceHasScribbles(index) {
-  const g = S.geom;
-  const axis = S.status.axis;
-  const [ar, ac] = g.sliceAxes(axis);
-  const fs = g.fileStride;
-  for (let r = 0; r < g.dimsFile[ar]; r++) {
-    for (let c = 0; c < g.dimsFile[ac]; c++) {
-      if (S.scr[index * fs[axis] + r * fs[ar] + c * fs[ac]]) return true;
-    }
-  }
-  return false;
+  return paint.sliceHasScribbles(S, index);
 }
 
 function paintAll() {
@@ -173,24 +132,11 @@ function paintAll() {
 
 /** copy a SliceOut answer into S.mask / S.scr and the drawing */
 function applySlice(sl) {
-  const g = S.geom;
-  const mask = api.decodeBase64(sl.mask);
-  const scr = api.decodeBase64(sl.scribbles);
-  const [ar, ac] = g.sliceAxes(sl.axis);
-  const [h, w] = sl.shape;
-  const fs = g.fileStride;
-  const f0 = sl.index * fs[sl.axis];
-  for (let r = 0; r < h; r++) {
-    for (let c = 0; c < w; c++) {
-      const fi = f0 + r * fs[ar] + c * fs[ac];
-      S.mask[fi] = mask[r * w + c];
-      S.scr[fi] = scr[r * w + c];
-    }
-  }
+  paint.copySlice(S, sl, api.decodeBase64(sl.mask), api.decodeBase64(sl.scribbles));
   if (sl.axis === S.status.axis) {
     paintSlice(sl.axis, sl.index);
   } else { // a slice along another axis crosses every session-axis slice
-    for (let k = 0; k < g.dimsFile[S.status.axis]; k++) paintSlice(S.status.axis, k);
+    for (let k = 0; k < S.geom.dimsFile[S.status.axis]; k++) paintSlice(S.status.axis, k);
   }
 }
 
@@ -217,99 +163,8 @@ function renderStatus() {
   $("predict-box").hidden = st.has_maps;
   $("maps-box").hidden = false;
   $("structures-box").hidden = false;
-  if (structuresChanged(st.structures)) setStructures(st.structures);
+  if (structures.changed(st.structures)) structures.set(st.structures);
   renderSliceInfo();
-}
-
-// ------------------------------------------------------------------ structures
-function structuresChanged(list) {
-  return JSON.stringify(list ?? []) !== JSON.stringify(S.structures);
-}
-
-/** take the session's structures: drawing colours, uncertainty levels, the list and the queue's scope */
-function setStructures(list) {
-  S.structures = list?.length ? list : [{ id: 1, name: "foreground", color: [128, 174, 128] }];
-  S.idx = indexOfId(S.structures);
-  S.lay = layout(S.structures.length);
-  if (S.idx[S.active] < 0) S.active = S.structures[0].id;
-  if (S.scope && S.idx[Number(S.scope)] < 0) S.scope = "";
-  S.ulev = S.unc ? quantise(S.unc, S.umax, S.lay.levels) : null;
-  renderStructures();
-  if (S.geom && nv.drawBitmap) {
-    nv.setDrawColormap(makeStructureLut(S.structures));
-    paintAll();
-  }
-}
-
-function renderStructures() {
-  const items = S.structures.map((s, n) => {
-    const li = document.createElement("li");
-    li.dataset.id = s.id;
-    li.classList.toggle("active", s.id === S.active);
-    const input = document.createElement("input");
-    input.type = "radio";
-    input.name = "structure";
-    input.value = s.id;
-    input.checked = s.id === S.active;
-    input.addEventListener("change", () => setActive(s.id));
-    const sw = document.createElement("span");
-    sw.className = "swatch";
-    sw.style.background = rgbToHex(s.color);
-    const label = document.createElement("label");
-    label.append(input, sw, ` ${s.id} · ${s.name}`);
-    if (n < 9) label.title = `active structure (${n + 1})`;
-    li.append(label);
-    return li;
-  });
-  $("structure-list").replaceChildren(...items);
-  fillSelect($("queue-scope"), [{ id: "", name: "all structures" }, ...S.structures],
-    (s) => s.id, (s) => (s.id === "" ? s.name : `${s.id} · ${s.name}`));
-  $("queue-scope").value = S.scope;
-}
-
-function setActive(id) {
-  if (S.idx[id] < 0) return;
-  S.active = id;
-  renderStructures();
-  if (S.geom) paintAll(); // the strokes drawn are the active structure's
-  const s = S.structures[S.idx[id]];
-  say(`active structure: ${s.name} (others ${S.overwrite ? "overwritten" : "locked"})`);
-}
-
-function addStructure() {
-  const name = $("new-structure-name").value.trim();
-  if (!name) return say("name the new structure first", true);
-  const color = hexToRgb($("new-structure-color").value);
-  return enqueue(async () => {
-    const out = await api.postJSON(api.routes.structures(S.sid), { name, color });
-    $("new-structure-name").value = "";
-    const added = out.status.structures.find((s) => s.name === name);
-    if (added) S.active = added.id;
-    await afterAction(out);
-    say(`structure ${name} added: strokes now draw it`);
-  });
-}
-
-function loadLabelMap(file) {
-  const form = new FormData();
-  form.append("file", file, file.name);
-  return enqueue(async () => {
-    say(`loading the label map ${file.name}…`);
-    await api.postForm(api.routes.labels(S.sid), form);
-    await openSession(S.sid);
-    say(`label map ${file.name} loaded: ${S.structures.length} structure(s)`);
-  });
-}
-
-async function setScope(scope) {
-  S.scope = scope;
-  if (S.status?.has_maps) S.sugg = await api.getJSON(api.routes.suggestions(S.sid, S.scope));
-  renderQueue();
-}
-
-/** the structure whose queue the next / accept verbs feed (null: the whole mask's) */
-function scopeId() {
-  return S.scope === "" ? null : Number(S.scope);
 }
 
 function renderQueue() {
@@ -421,7 +276,7 @@ async function openSession(sid) {
   nv.createEmptyDrawing();
   nv.setSliceType(planeSliceType(S.status.axis));
   S.structures = [];
-  setStructures(S.status.structures); // colour table, uncertainty levels, then the drawing
+  structures.set(S.status.structures); // colour table, uncertainty levels, then the drawing
   S.sugg = S.status.has_maps ? await api.getJSON(api.routes.suggestions(sid, S.scope)) : null;
   resizeInk();
   renderStatus();
@@ -463,7 +318,7 @@ async function createFromUpload(file) {
 function nextSuggestion() {
   return enqueue(async () => {
     const out = await api.postJSON(api.routes.next(S.sid, S.scope));
-    if (scopeId() === null) S.status.queue = out.queue;
+    if (structures.scopeId() === null) S.status.queue = out.queue;
     else if (S.sugg) S.sugg.queue = out.queue;
     if (out.index === null) {
       say(out.queue.stopped_early ? "stopped early: the last suggested slices needed no refinement"
@@ -489,8 +344,8 @@ function accept() {
     const k = currentIndex();
     const needed = S.edited.has(k) || sliceHasScribbles(k);
     const out = await api.postJSON(api.routes.accept(S.sid),
-      { index: k, needed_refinement: needed, structure: scopeId() });
-    if (scopeId() !== null) S.sugg = await api.getJSON(api.routes.suggestions(S.sid, S.scope));
+      { index: k, needed_refinement: needed, structure: structures.scopeId() });
+    if (structures.scopeId() !== null) S.sugg = await api.getJSON(api.routes.suggestions(S.sid, S.scope));
     await afterAction(out);
     say(`slice ${k} accepted`);
     if (cohort.state.available) await cohort.refresh();
@@ -641,19 +496,6 @@ $("predict").addEventListener("click", predict);
 $("load-maps").addEventListener("click", loadMaps);
 $("show-unc").addEventListener("change", (e) => setUncertainty(e.target.checked));
 $("show-mask").addEventListener("change", (e) => setMaskShown(e.target.checked));
-$("overwrite").addEventListener("change", (e) => {
-  S.overwrite = e.target.checked;
-  say(S.overwrite ? "overwrite: strokes take other structures' voxels" : "lock: other structures' voxels are kept");
-});
-$("add-structure").addEventListener("click", addStructure);
-$("labels-upload").addEventListener("change", (e) => {
-  const file = e.target.files[0];
-  if (file && S.sid) loadLabelMap(file);
-  e.target.value = "";
-});
-$("queue-scope").addEventListener("change", (e) => {
-  enqueue(() => setScope(e.target.value));
-});
 $("open-session").addEventListener("click", () => {
   const sid = $("session-select").value;
   if (sid) openSession(sid).catch((err) => say(err.detail ?? String(err), true));
@@ -698,7 +540,7 @@ const KEYS = {
   PageUp: () => goToSlice(currentIndex() + 1),
   PageDown: () => goToSlice(currentIndex() - 1),
   ...Object.fromEntries([1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [String(n), () => {
-    if (S.structures[n - 1]) setActive(S.structures[n - 1].id);
+    if (S.structures[n - 1]) structures.setActive(S.structures[n - 1].id);
   }])),
   "[": () => nudge($("radius"), -1),
   "]": () => nudge($("radius"), +1),
