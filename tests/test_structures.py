@@ -216,3 +216,15 @@ def test_dicom_seg_has_one_segment_per_structure(tmp_path, hippo, cases):
     back, names = read_seg(tmp_path / "seg.dcm", tmp_path / "series")
     assert names == {"anterior": 1, "posterior": 2} and np.array_equal(back, labels)
     shutil.rmtree(tmp_path / "series")
+
+
+def test_maps_with_a_multi_label_or_0_255_segmentation(tmp_path, hippo, cases):
+    image, labels, prob, unc = cases["hippocampus_006"]
+    s = Session.create(tmp_path / "s", image)
+    s.set_maps(prob, unc, labels, names={2: "posterior"})
+    assert [(x.id, x.name) for x in s.structures] == [(1, "foreground"), (2, "posterior")]
+    assert np.array_equal(s.mask, labels)
+    s.set_maps(prob, unc, (labels > 0).astype(np.uint8) * 255)  # a binary mask stored as 0/255
+    assert np.array_equal(s.mask, (labels > 0).astype(np.uint8))
+    with pytest.raises(InputError, match=r"`segmentation` values must lie in 0\.\.127"):
+        s.set_maps(prob, unc, labels.astype(np.int16) * 100)
