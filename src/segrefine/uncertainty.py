@@ -24,6 +24,7 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.nets.checkpoint import load_network, shipped_model
+from segrefine.nets.inference import REWRITES
 from segrefine.nets.segnet import GroupedUNet
 from segrefine.preprocess import from_slices, normalise, pad_to_multiple, to_slices
 from segrefine.validate import as_axis, as_volume
@@ -78,16 +79,24 @@ def _check_volume(image: np.ndarray, axis: int) -> np.ndarray:
     return as_volume(image, "image")
 
 
-# Slices per ONNX Runtime run: as many as fit in this many pixels (at least one). One
-# 192x192 slice per run is faster than 19 at once on the fetal stack (activations stay
-# in cache; docs/benchmarks.md) and keeps the memory of a 512x512 CT slice bounded;
-# small hippocampus slices still go ~20 to a run.
-ONNX_PIXELS_PER_RUN = 65536
+@dataclass(frozen=True)
+class OnnxOptions:
+    """How the ONNX Runtime backend runs a network.
+
+    ``rewrites``: the inference-graph rewrites (:mod:`segrefine.nets.inference`; () = the
+    training graph exported as it is). ``pixels_per_run``: slices per run, as many as fit
+    in this many pixels (at least one): one 192x192 slice per run is faster than 19 at
+    once on the fetal stack (``segrefine bench graph``), and it bounds the memory of a
+    512x512 CT slice; small hippocampus slices still go about 20 to a run.
+    """
+
+    rewrites: tuple[str, ...] = REWRITES
+    pixels_per_run: int = 65536
 
 
 @torch.inference_mode()
 def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1, dropout: bool = False,
-                 batch: int = 32, backend: str = "torch") -> np.ndarray:
+                 batch: int = 32, backend: str = "torch", onnx: OnnxOptions = OnnxOptions()) -> np.ndarray:
     """Softmax probabilities ``(samples, n, classes, H, W)`` for padded slices ``(n, H, W)``.
 
     Samples are the heads of each net, for each pass, for each net. ``backend``
@@ -100,11 +109,11 @@ def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1
         x = np.ascontiguousarray(padded[:, None], dtype=np.float32)
         step = batch
         if backend == "onnx":
-            step = max(1, min(batch, ONNX_PIXELS_PER_RUN // (x.shape[2] * x.shape[3])))
+            step = max(1, min(batch, onnx.pixels_per_run // (x.shape[2] * x.shape[3])))
             from segrefine.nets.onnx import run_onnx
 
             def forward(xb, net=net):
-                return torch.from_numpy(run_onnx(net, xb, dropout=dropout))
+                return torch.from_numpy(run_onnx(net, xb, dropout=dropout, rewrites=onnx.rewrites))
         else:
             net.eval()
             if dropout:
@@ -124,14 +133,15 @@ def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1
 
 def predict_volume(image: np.ndarray, nets: list[GroupedUNet], *, method: str, axis: int = 2,
                    passes: int = 1, dropout: bool = False, uncertainty: str = "variance",
-                   keep_samples: bool = False, backend: str = "torch") -> Prediction:
+                   keep_samples: bool = False, backend: str = "torch",
+                   onnx: OnnxOptions = OnnxOptions()) -> Prediction:
     """Run ``nets`` slice by slice and combine their samples into a :class:`Prediction`."""
     if uncertainty not in UNCERTAINTY_KINDS:
         raise InputError(f"uncertainty must be one of {UNCERTAINTY_KINDS}, got {uncertainty!r}")
     image = _check_volume(image, axis)
     start = time.perf_counter()
     slices = np.ascontiguousarray(to_slices(normalise(image), axis))
-    probs = _class_probs(nets, slices, passes=passes, dropout=dropout, backend=backend)  # (T, n, C, H, W)
+    probs = _class_probs(nets, slices, passes=passes, dropout=dropout, backend=backend, onnx=onnx)  # (T, n, C, H, W)
     mean = probs.mean(0)
     fg_samples = 1.0 - probs[:, :, 0]  # (T, n, H, W)
     prob = from_slices(1.0 - mean[:, 0], axis)
@@ -174,7 +184,7 @@ class Predictor:
 
     def __init__(self, method: str = "mgnet", *, models: list[str | Path] | None = None,
                  passes: int = 10, axis: int = 2, uncertainty: str = "variance",
-                 backend: str = "auto"):
+                 backend: str = "auto", onnx: OnnxOptions = OnnxOptions()):
         if method not in METHODS:
             raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
         if passes < 1:
@@ -192,11 +202,11 @@ class Predictor:
             raise InputError(f"--backend must be auto, torch or onnx, got {backend!r}")
         if backend == "auto":
             backend = "onnx" if _has_onnxruntime() else "torch"
-        self.backend = backend
+        self.backend, self.onnx = backend, onnx
 
     def __call__(self, image: np.ndarray, *, keep_samples: bool = False) -> Prediction:
         kw = dict(method=self.method, axis=self.axis, uncertainty=self.uncertainty,
-                  keep_samples=keep_samples, backend=self.backend)
+                  keep_samples=keep_samples, backend=self.backend, onnx=self.onnx)
         if self.method == "mcdropout":
             return predict_volume(image, self.nets, passes=self.passes, dropout=True, **kw)
         return predict_volume(image, self.nets, **kw)

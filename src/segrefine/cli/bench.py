@@ -180,6 +180,34 @@ def bench_uncertainty(
     console.print(f"MC dropout / MG-Net time: {data['ratios']}")
 
 
+@bench_app.command("graph")
+@friendly
+def bench_graph(
+    json_out: Path = typer.Option(Path("docs/results/graph.json"), "--json"),
+    fetal: Path | None = typer.Option(None, help="Fetal stack (default: the shared a26_12)."),
+    dataset: Path | None = typer.Option(None, help="Decathlon dataset (default: the shared hippocampus)."),
+    volumes: int = typer.Option(10, help="Hippocampus volumes timed (the first of the test split)."),
+    repeats: int = typer.Option(5, help="Rounds over the variants."),
+):
+    """ONNX Runtime speed of the inference-graph rewrites and slices per run against the earlier default."""
+    from segrefine.bench.graph import run
+    from segrefine.datasets import split_cases
+    from segrefine.paths import shared_data_dir
+
+    shared = shared_data_dir()
+    fetal = fetal or (shared / "fetal_stacks" / "images" / "a26_12.nii.gz" if shared else None)
+    dataset = dataset or (shared / "hippocampus" if shared else None)
+    if fetal is None or dataset is None:
+        raise InputError("--fetal and --dataset are needed where ../shared/data is absent")
+    if not Path(fetal).is_file():
+        raise InputError(f"--fetal {fetal}: no such file")
+    if repeats < 1 or volumes < 0:
+        raise InputError(f"--repeats must be at least 1 and --volumes at least 0, got {repeats}, {volumes}")
+    cases = split_cases(dataset, "test")[:volumes]
+    run(Path(fetal), [c.image for c in cases], json_out, repeats=repeats, log=console.print)
+    Console().print(Path(json_out).with_suffix(".md").read_text(encoding="utf-8"))
+
+
 
 
 @bench_app.command("persistence")

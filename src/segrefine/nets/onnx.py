@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from segrefine.io import atomic_path
-from segrefine.nets.inference import InferenceGraph
+from segrefine.nets.inference import REWRITES, InferenceGraph
 from segrefine.nets.segnet import GroupedUNet
 
 GRAPH_VERSION = 2  # 2: the rewritten inference graph (segrefine.nets.inference)
@@ -68,13 +68,22 @@ def _with_dropout_on(net: GroupedUNet) -> GroupedUNet:
     return clone
 
 
-def export(net: GroupedUNet, *, dropout: bool = False) -> Path:
+def _graph_tag(rewrites: tuple[str, ...]) -> str:
+    rewrites = tuple(rewrites)
+    if rewrites == REWRITES:
+        return f"g{GRAPH_VERSION}"
+    return f"g{GRAPH_VERSION}-" + ("+".join(rewrites) if rewrites else "plain")
+
+
+def export(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = REWRITES) -> Path:
+    """The ONNX file of ``net``'s inference graph with ``rewrites`` (() = the training graph as
+    it is), exported once per weights, graph and dropout mode."""
     tag = "-mc" if dropout else ""
-    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}-g{GRAPH_VERSION}{tag}.onnx"
+    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}-{_graph_tag(rewrites)}{tag}.onnx"
     if path.exists():
         return path
     net.eval()
-    model = InferenceGraph(_with_dropout_on(net) if dropout else net).eval()
+    model = InferenceGraph(_with_dropout_on(net) if dropout else net, tuple(rewrites)).eval()
     dummy = torch.zeros(1, 1, net.multiple * 2, net.multiple * 2)
     buf = _io.BytesIO()
     torch.onnx.export(model, dummy, buf, input_names=["x"], output_names=["logits"],
@@ -85,9 +94,10 @@ def export(net: GroupedUNet, *, dropout: bool = False) -> Path:
     return path
 
 
-def session(net: GroupedUNet, *, dropout: bool = False):
+def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = REWRITES):
     sessions = net.__dict__.setdefault("_ort_sessions", {})
-    sess = sessions.get(dropout)
+    key = (dropout, tuple(rewrites))
+    sess = sessions.get(key)
     if sess is None:
         import onnxruntime as ort
 
@@ -95,11 +105,13 @@ def session(net: GroupedUNet, *, dropout: bool = False):
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(export(net, dropout=dropout)), opts, providers=["CPUExecutionProvider"])
-        sessions[dropout] = sess
+        sess = ort.InferenceSession(str(export(net, dropout=dropout, rewrites=rewrites)), opts,
+                                    providers=["CPUExecutionProvider"])
+        sessions[key] = sess
     return sess
 
 
-def run_onnx(net: GroupedUNet, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
+def run_onnx(net: GroupedUNet, x: np.ndarray, *, dropout: bool = False,
+             rewrites: tuple[str, ...] = REWRITES) -> np.ndarray:
     """Logits for ``x`` ``(B, 1, H, W)`` float32 (``dropout``: one MC dropout sample)."""
-    return session(net, dropout=dropout).run(None, {"x": x})[0]
+    return session(net, dropout=dropout, rewrites=rewrites).run(None, {"x": x})[0]
