@@ -24,7 +24,6 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.nets.checkpoint import load_network, shipped_model
-from segrefine.nets.inference import REWRITES
 from segrefine.nets.segnet import GroupedUNet
 from segrefine.preprocess import from_slices, normalise, pad_to_multiple, to_slices
 from segrefine.validate import as_axis, as_volume
@@ -83,15 +82,18 @@ def _check_volume(image: np.ndarray, axis: int) -> np.ndarray:
 class OnnxOptions:
     """How the ONNX Runtime backend runs a network.
 
-    ``rewrites``: the inference-graph rewrites (:mod:`segrefine.nets.inference`; () = the
-    training graph exported as it is). ``pixels_per_run``: slices per run, as many as fit
-    in this many pixels (at least one): one 192x192 slice per run is faster than 19 at
-    once on the fetal stack (``segrefine bench graph``), and it bounds the memory of a
-    512x512 CT slice; small hippocampus slices still go about 20 to a run.
+    ``rewrites``: the inference-graph rewrites (:mod:`segrefine.nets.inference`); the
+    default () exports the training graph as it is: the rewrites were not measurably
+    faster end to end (``segrefine bench graph``, docs/benchmarks.md). ``pixels_per_run``: slices per run (at most the
+    predictor's batch of 32), as many as fit in this many pixels, at least one: the 19
+    slices of the fetal stack go in one run, a 512x512 CT 4 slices a run, which bounds
+    the activations' memory (one 512x512x32 batch would need about 2 GB per tensor of
+    MG-Net's first level). One 192x192 slice per run was not faster on the idle machine
+    (``segrefine bench graph``).
     """
 
-    rewrites: tuple[str, ...] = REWRITES
-    pixels_per_run: int = 65536
+    rewrites: tuple[str, ...] = ()
+    pixels_per_run: int = 2**20
 
 
 @torch.inference_mode()

@@ -16,10 +16,13 @@ rounding; the test compares both) from the same weights:
   convolution with a block-diagonal weight (zeros between groups); with so few
   outputs per group the dense kernel is faster despite the zeros.
 
-:func:`segrefine.nets.onnx.export` exports this graph; the measured effect of each
-rewrite is in docs/benchmarks.md, with two rewrites that were measured slower and
-left out (transposed convolution as 1x1 convolution + depth-to-space; instance
-normalisation from global average pools).
+:func:`segrefine.nets.onnx.export` exports this graph when asked
+(``OnnxOptions(rewrites=REWRITES)``); by default it exports the training graph,
+because end to end the rewrites were not measurably faster on this project's
+machine (``segrefine bench graph``: 0.97-1.00x on the fetal stack, docs/benchmarks.md),
+although ONNX Runtime's profiler put the group-wise ``Concat`` at 0.49 of 1.94 s.
+Two more rewrites were slower in the profiler and left out (transposed convolution
+as 1x1 convolution + depth-to-space; instance normalisation from global average pools).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ The export is keyed by a hash of the weights and configuration and stored in
 the network object. Inputs ``(B, 1, H, W)`` float32, outputs the same logits
 ``(B, heads, classes, H, W)`` as the torch module.
 
-Two graphs per network: dropout off (``dropout=False``: MG-Net, U-Net, ensemble
+Two graphs per network (each the training graph, or with ``rewrites`` the rewritten
+inference graph of :mod:`segrefine.nets.inference`): dropout off (``dropout=False``: MG-Net, U-Net, ensemble
 members) and dropout kept on (``dropout=True``: MC dropout), where every dropout
 layer becomes ``x * (U(0, 1) >= p) / (1 - p)`` with a fresh uniform draw at every
 run (ONNX ``RandomUniformLike``), so MC dropout runs on the same runtime as the
@@ -25,10 +26,9 @@ import numpy as np
 import torch
 
 from segrefine.io import atomic_path
-from segrefine.nets.inference import REWRITES, InferenceGraph
+from segrefine.nets.inference import InferenceGraph
 from segrefine.nets.segnet import GroupedUNet
 
-GRAPH_VERSION = 2  # 2: the rewritten inference graph (segrefine.nets.inference)
 
 
 def cache_dir() -> Path:
@@ -69,21 +69,21 @@ def _with_dropout_on(net: GroupedUNet) -> GroupedUNet:
 
 
 def _graph_tag(rewrites: tuple[str, ...]) -> str:
-    rewrites = tuple(rewrites)
-    if rewrites == REWRITES:
-        return f"g{GRAPH_VERSION}"
-    return f"g{GRAPH_VERSION}-" + ("+".join(rewrites) if rewrites else "plain")
+    """'' for the training graph (the default, as cached before the rewrites existed)."""
+    return "-" + "+".join(rewrites) if rewrites else ""
 
 
-def export(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = REWRITES) -> Path:
+def export(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = ()) -> Path:
     """The ONNX file of ``net``'s inference graph with ``rewrites`` (() = the training graph as
     it is), exported once per weights, graph and dropout mode."""
     tag = "-mc" if dropout else ""
-    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}-{_graph_tag(rewrites)}{tag}.onnx"
+    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}{_graph_tag(rewrites)}{tag}.onnx"
     if path.exists():
         return path
     net.eval()
-    model = InferenceGraph(_with_dropout_on(net) if dropout else net, tuple(rewrites)).eval()
+    model = _with_dropout_on(net) if dropout else net
+    if rewrites:
+        model = InferenceGraph(model, tuple(rewrites)).eval()
     dummy = torch.zeros(1, 1, net.multiple * 2, net.multiple * 2)
     buf = _io.BytesIO()
     torch.onnx.export(model, dummy, buf, input_names=["x"], output_names=["logits"],
@@ -94,7 +94,7 @@ def export(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...]
     return path
 
 
-def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = REWRITES):
+def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = ()):
     sessions = net.__dict__.setdefault("_ort_sessions", {})
     key = (dropout, tuple(rewrites))
     sess = sessions.get(key)
@@ -112,6 +112,6 @@ def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...
 
 
 def run_onnx(net: GroupedUNet, x: np.ndarray, *, dropout: bool = False,
-             rewrites: tuple[str, ...] = REWRITES) -> np.ndarray:
+             rewrites: tuple[str, ...] = ()) -> np.ndarray:
     """Logits for ``x`` ``(B, 1, H, W)`` float32 (``dropout``: one MC dropout sample)."""
     return session(net, dropout=dropout, rewrites=rewrites).run(None, {"x": x})[0]
