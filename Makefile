@@ -51,6 +51,7 @@ HIP := ../shared/data/hippocampus
 BENCH := $(BIN)/segrefine bench
 bench: setup
 	$(BENCH) uncertainty --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/uncertainty.json
+	$(BENCH) graph --json bench_out/graph.json
 	$(BENCH) refine --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/refine.json \
 		--methods paint,idrlse,graphcut,rnet,idrlse@paper,idrlse@hippocampus,graphcut@paper
 	$(BENCH) stack --images $(HIP)/imagesTr --labels $(HIP)/labelsTr --json bench_out/stack.json --tune-split val
