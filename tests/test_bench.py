@@ -133,3 +133,20 @@ def test_bench_uncertainty_same_runtime_and_never_tunes_on_reported_cases(hippo,
     bad = run_cli("bench", "uncertainty", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
                   "--json", tmp_path / "x.json", "--methods", "unet")
     assert bad.returncode != 0 and "--methods" in bad.stderr
+
+
+def test_bench_graph_times_every_variant_against_the_earlier_default(hippo, tmp_path):
+    """bench graph: one row per variant, the earlier default at 1.00x, the default row last;
+    a hippocampus volume stands in for the fetal stack to keep it short."""
+    out = tmp_path / "graph.json"
+    stack = next((hippo / "imagesTr").glob("*.nii.gz"))
+    run_cli("bench", "graph", "--json", out, "--fetal", stack, "--dataset", hippo, "--volumes", 1,
+            "--repeats", 1, "--methods", "unet", check=True)
+    rows = json.loads(out.read_text())["results"]["unet"]
+    names = list(rows)
+    assert names[0] == "training graph, 32 slices per run" and names[-1].endswith("(default)")
+    assert rows[names[0]]["fetal_speedup"] == 1.0 and len(names) == 4
+    assert all(r["fetal_median_s"] > 0 and r["hippocampus_median_s"] > 0 for r in rows.values())
+    assert out.with_suffix(".md").read_text().count("| unet |") == 4
+    bad = run_cli("bench", "graph", "--json", out, "--methods", "resnet")
+    assert bad.returncode != 0 and "--methods" in bad.stderr

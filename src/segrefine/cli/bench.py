@@ -188,6 +188,7 @@ def bench_graph(
     dataset: Path | None = typer.Option(None, help="Decathlon dataset (default: the shared hippocampus)."),
     volumes: int = typer.Option(10, help="Hippocampus volumes timed (the first of the test split)."),
     repeats: int = typer.Option(5, help="Rounds over the variants."),
+    methods: str = typer.Option("mgnet,unet", help="Networks timed (mgnet, unet)."),
 ):
     """ONNX Runtime speed of the inference-graph rewrites and slices per run against the earlier default."""
     from segrefine.bench.graph import run
@@ -203,8 +204,12 @@ def bench_graph(
         raise InputError(f"--fetal {fetal}: no such file")
     if repeats < 1 or volumes < 0:
         raise InputError(f"--repeats must be at least 1 and --volumes at least 0, got {repeats}, {volumes}")
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names or any(m not in ("mgnet", "unet") for m in names):
+        raise InputError(f"--methods must list mgnet and/or unet, got {methods!r}")
     cases = split_cases(dataset, "test")[:volumes]
-    run(Path(fetal), [c.image for c in cases], json_out, repeats=repeats, log=console.print)
+    run(Path(fetal), [c.image for c in cases], json_out, methods=tuple(names), repeats=repeats,
+        log=console.print)
     Console().print(Path(json_out).with_suffix(".md").read_text(encoding="utf-8"))
 
 
