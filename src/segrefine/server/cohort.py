@@ -18,7 +18,6 @@ reopens its session, with the edits made, unless the cohort's outputs changed.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -32,6 +31,7 @@ from segrefine.cohort.queue import MANIFEST, review_queue
 from segrefine.errors import InputError
 from segrefine.server import models as m
 from segrefine.server.routes import resolve_data_path, status_out
+from segrefine.server.store import read_workspace_map, write_workspace_map
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +118,7 @@ def _sessions_path(request: Request) -> Path:
 
 
 def _read_sessions(request: Request) -> dict:
-    path = _sessions_path(request)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("%s: unreadable (%s); the cohort's cases open new sessions", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_workspace_map(_sessions_path(request), "the cohort's cases open new sessions")
 
 
 def _known_sessions(request: Request) -> dict:
@@ -236,8 +228,7 @@ def open_case(case: str, request: Request, response: Response) -> m.StatusOut:
             store.delete(sid)  # a session without the cohort's maps is of no use
             raise InputError(f"case {case}: the cohort's maps do not fit its image ({exc})") from None
         cases[case] = {"session": sid, "signature": signature}
-        with io.atomic_path(_sessions_path(request)) as tmp:
-            tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
+        write_workspace_map(_sessions_path(request), known)
     log.info("session %s opened on cohort case %s", sid, case)
     response.status_code = 201
     return result

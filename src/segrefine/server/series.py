@@ -17,7 +17,6 @@ confinement, symbolic links followed and checked); a session id through the stor
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -29,6 +28,7 @@ from segrefine import io
 from segrefine.errors import InputError
 from segrefine.server import models as m
 from segrefine.server.routes import resolve_data_path, status_out
+from segrefine.server.store import read_workspace_map, write_workspace_map
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +67,7 @@ def _sources_path(request: Request) -> Path:
 
 
 def _sources(request: Request) -> dict:
-    path = _sources_path(request)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("%s: unreadable (%s); sessions opened from DICOM series lose their series", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_workspace_map(_sources_path(request), "sessions opened from DICOM series lose their series")
 
 
 @router.get(SERIES, response_model=list[SeriesEntry])
@@ -119,8 +111,7 @@ def create_from_series(body: CreateFromSeries, request: Request) -> m.StatusOut:
     with _lock:
         sources = _sources(request)
         sources[sid] = body.path
-        with io.atomic_path(_sources_path(request)) as tmp:
-            tmp.write_text(json.dumps(sources, indent=1), encoding="utf-8")
+        write_workspace_map(_sources_path(request), sources)
     log.info("session %s created from DICOM series %s", sid, body.path)
     return status_out(sid, s)
 

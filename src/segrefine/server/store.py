@@ -27,6 +27,24 @@ from segrefine.session import Session, updated
 
 log = logging.getLogger(__name__)
 
+
+def read_workspace_map(path: Path, consequence: str) -> dict:
+    """A small JSON object kept in the workspace (which session came from which cohort case
+    or DICOM series): {} when absent, and when unreadable, logged with ``consequence``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s: unreadable (%s); %s", path, exc, consequence)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_workspace_map(path: Path, data: dict) -> None:
+    with io.atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+
 #: what :func:`new_id` produces (22 url-safe characters); nothing else is a session id
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
 
