@@ -37,12 +37,13 @@ CASES = {
     "hippocampus_004": "hippocampus/imagesTr/hippocampus_004.nii.gz",  # RAS
 }
 
-pytestmark = [
+BROWSER_SKIPS = [  # every browser test module's pytestmark
     pytest.mark.skipif(not CHROMIUM.exists(),
                        reason="/usr/bin/chromium is absent: `apt-get install -y chromium` to run browser tests"),
     pytest.mark.skipif(not NIIVUE.exists(),
                        reason="web/node_modules is absent: run `npm ci` in web/ to run browser tests"),
 ]
+pytestmark = BROWSER_SKIPS
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
 
 

@@ -21,6 +21,7 @@ from conftest import run_cli
 from server_util import running_server
 from test_browser import (  # noqa: F401 (browser and page are fixtures)
     ARTIFACTS,
+    BROWSER_SKIPS,
     CHROMIUM,
     NIIVUE,
     browser,
@@ -30,12 +31,7 @@ from test_browser import (  # noqa: F401 (browser and page are fixtures)
 
 from segrefine import io
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="/usr/bin/chromium is absent: `apt-get install -y chromium` to run browser tests"),
-    pytest.mark.skipif(not NIIVUE.exists(),
-                       reason="web/node_modules is absent: run `npm ci` in web/ to run browser tests"),
-]
+pytestmark = BROWSER_SKIPS
 CASES = ["hippocampus_014", "hippocampus_015", "hippocampus_017"]
 
 

@@ -14,6 +14,7 @@ import pytest
 from server_util import running_server
 from test_browser import (  # noqa: F401 (browser and page are fixtures)
     ARTIFACTS,
+    BROWSER_SKIPS,
     CHROMIUM,
     NIIVUE,
     browser,
@@ -24,12 +25,7 @@ from segrefine import io
 from segrefine.dicomseg import read_seg, series_files, write_series
 
 highdicom = pytest.importorskip("highdicom")
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="/usr/bin/chromium is absent: `apt-get install -y chromium` to run browser tests"),
-    pytest.mark.skipif(not NIIVUE.exists(),
-                       reason="web/node_modules is absent: run `npm ci` in web/ to run browser tests"),
-]
+pytestmark = BROWSER_SKIPS
 CASE = "hippocampus_004"
 
 

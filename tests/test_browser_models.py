@@ -17,6 +17,7 @@ import pytest
 from server_util import running_server, synthetic_maps
 from test_browser import (  # noqa: F401 (browser and page are fixtures)
     ARTIFACTS,
+    BROWSER_SKIPS,
     CHROMIUM,
     NIIVUE,
     browser,
@@ -30,12 +31,7 @@ from test_browser import (  # noqa: F401 (browser and page are fixtures)
 from segrefine import io
 from segrefine.phantom import make_phantom
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="/usr/bin/chromium is absent: `apt-get install -y chromium` to run browser tests"),
-    pytest.mark.skipif(not NIIVUE.exists(),
-                       reason="web/node_modules is absent: run `npm ci` in web/ to run browser tests"),
-]
+pytestmark = BROWSER_SKIPS
 COARSE = np.diag([1.0, 1.0, 3.0, 1.0])  # the same phantom with 3 mm slices: unlike the training data
 
 

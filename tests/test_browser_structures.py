@@ -14,6 +14,7 @@ import pytest
 from server_util import running_server
 from test_browser import (  # noqa: F401 (browser and page are fixtures)
     ARTIFACTS,
+    BROWSER_SKIPS,
     CHROMIUM,
     JS_DRAWN,
     NIIVUE,
@@ -33,12 +34,7 @@ from segrefine.datasets import dataset_labels
 from segrefine.server.store import new_id
 from segrefine.session import Session
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="/usr/bin/chromium is absent: `apt-get install -y chromium` to run browser tests"),
-    pytest.mark.skipif(not NIIVUE.exists(),
-                       reason="web/node_modules is absent: run `npm ci` in web/ to run browser tests"),
-]
+pytestmark = BROWSER_SKIPS
 IMAGE = "hippocampus/imagesTr/hippocampus_004.nii.gz"
 LABELS = "hippocampus/labelsTr/hippocampus_004.nii.gz"
 
