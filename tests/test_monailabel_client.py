@@ -260,3 +260,93 @@ def test_scribbles_keep_other_segments_unless_overwrite(served, tmp_path):
     assert not (results[False] & other).any()
     assert (results[True] & other).any()  # the refinement does reach into the other segment
     assert np.array_equal(results[False], results[True] & ~other)
+
+
+@pytest.fixture(scope="module")
+def served_one(hippo, tmp_path_factory):
+    """A Decathlon folder holding one hippocampus image and its dataset.json (labels
+    1 = anterior, 2 = posterior), and the server on it."""
+    root = tmp_path_factory.mktemp("root1")
+    (root / "imagesTr").mkdir()
+    shutil.copy(hippo / "imagesTr" / "hippocampus_004.nii.gz", root / "imagesTr")
+    shutil.copy(hippo / "dataset.json", root)
+    workspace = tmp_path_factory.mktemp("ws1")
+    with running_server(workspace, root, timeout=120) as url:
+        yield url, root
+
+
+def test_next_sample_ranks_slices_per_structure(served_one, hippo, tmp_path):
+    """A two-label label saved over the protocol: next sample ranks the slices of each structure
+    (its part of the uncertainty: voxels nearest to it within 5 mm) beside the whole mask's."""
+    from scipy import ndimage
+
+    from segrefine import structures as st
+
+    url, root = served_one
+    client = client_mod.MONAILabelClient(url, tmpdir=str(tmp_path), client_id="slicer-test")
+    image_id = "imagesTr/hippocampus_004"
+    first = client.next_sample("gain", {})
+    assert first["id"] == image_id and first["structures"] == [] and first["structures_label"] is None
+
+    truth_path = hippo / "labelsTr" / "hippocampus_004.nii.gz"
+    truth = io.load(truth_path)
+    labels = np.rint(truth.array).astype(np.uint8)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    # no label_info: the names come from the dataset.json of the image's folder
+    saved = client.save_label(image_id, str(truth_path), tag="draft", params={})
+    assert saved["tag"] == "draft" and saved["version"] == 1
+    sample = client.next_sample("gain", {})
+    assert sample["id"] == image_id  # a draft is not a final label: the image is still to label
+    assert sample["slices"] == first["slices"]  # the whole mask's ranking is unchanged
+    assert sample["structures_label"] == {"tag": "draft", "version": 1}
+    got = {s["id"]: s for s in sample["structures"]}
+    assert sorted(got) == [1, 2]
+    assert got[1]["name"] == "anterior" and got[2]["name"] == "posterior"
+
+    pred = Predictor("mgnet")(io.load(root / "imagesTr" / "hippocampus_004.nii.gz").array)
+    errors = np.minimum(pred.prob, 1 - pred.prob)
+    spacing = tuple(truth.spacing)
+    for sid, entry in got.items():
+        assert entry["voxels"] == int((labels == sid).sum())
+        ranked = entry["slices"]
+        assert ranked, f"structure {sid}: no ranked slice"
+        values = [s["expected_errors"] for s in ranked]
+        assert values == sorted(values, reverse=True)
+        near = ndimage.distance_transform_edt(labels != sid, sampling=spacing) <= st.BAND_MM
+        for s in ranked:
+            k = s["index"]
+            assert near[:, :, k].any(), f"structure {sid}: slice {k} lies outside its 5 mm band"
+            # its share of the slice's expected wrong voxels, at most those within its band
+            assert 0 < s["expected_errors"] <= errors[:, :, k][near[:, :, k]].sum() * (1 + 1e-5)
+        # the same numbers as the web session's split of the same maps
+        want = st.structure_suggestions(pred.uncertainty, pred.prob, labels, sid, spacing=spacing, axis=2)
+        want = [w for w in want["slices"] if w["in_budget"]]
+        assert [s["index"] for s in ranked] == [w["index"] for w in want]
+        assert values == pytest.approx([w["expected_errors"] for w in want], rel=1e-4)
+    # the parts do not overlap: a slice's errors given to both structures add up to at most the band's
+    band = ndimage.distance_transform_edt(labels == 0, sampling=spacing) <= st.BAND_MM
+    per_slice: dict[int, float] = {}
+    for entry in got.values():
+        for s in entry["slices"]:
+            per_slice[s["index"]] = per_slice.get(s["index"], 0.0) + s["expected_errors"]
+    for k, total in per_slice.items():
+        assert total <= errors[:, :, k][band[:, :, k]].sum() * (1 + 1e-5)
+
+    # the names the client gives with the label come first
+    info = [{"name": "head", "id": 1}, {"name": "tail", "id": 2}]
+    client.save_label(image_id, str(truth_path), tag="edit", params={"label_info": info})
+    named = client.next_sample("gain", {})
+    assert named["structures_label"] == {"tag": "edit", "version": 1}
+    assert [(s["id"], s["name"]) for s in named["structures"]] == [(1, "head"), (2, "tail")]
+    assert [s["slices"] for s in named["structures"]] == [got[1]["slices"], got[2]["slices"]]
+
+    # a newer one-structure label: the whole mask's ranking only
+    one = tmp_path / "one.nii.gz"
+    nib.save(nib.Nifti1Image((labels > 0).astype(np.uint8), truth.affine), str(one))
+    client.save_label(image_id, str(one), tag="draft", params={})
+    single = client.next_sample("gain", {})
+    assert single["structures"] == [] and single["structures_label"] == {"tag": "draft", "version": 2}
+    assert single["slices"] == first["slices"]
+
+    client.save_label(image_id, str(truth_path), params={"label_info": info})  # final: nothing left
+    assert client.next_sample("gain", {}) == {}

@@ -26,6 +26,14 @@ MG-Net's prediction of an image (probability, uncertainty, label) and its slice 
 are computed once and cached in ``cache/`` under the image key and the file's size and
 modification time, so the active-learning strategies and the scribbles refinement reuse
 them.
+
+Several structures: when the newest label a person saved for an image (any tag but
+``original``, its latest version) holds two or more structure ids, :meth:`Datastore.structure_rankings`
+ranks the slices per structure with :func:`segrefine.structures.structure_suggestions` (the
+web session's split: each voxel's uncertainty and expected error go to the structure nearest
+to it within 5 mm), named from the ``label_info`` saved with the label, else from the
+``dataset.json`` labels of the image's Decathlon/nnU-Net folder, else ``label N``; cached
+beside the prediction under the label's tag and version.
 """
 
 from __future__ import annotations
@@ -412,3 +420,81 @@ class Datastore:
             with io.atomic_path(meta) as tmp:
                 tmp.write_text(json.dumps(summary), encoding="utf-8")
             return {**arrays, "summary": summary}
+
+    # ------------------------------------------------------------------ structures
+    def structure_label(self, image_id: str) -> tuple[Path, dict] | None:
+        """The newest label a person saved for the image (any tag but ``original``; the latest
+        version of each tag, newest by save time): ``(file, record)``, or None."""
+        best, best_key = None, None
+        for tag in self.labels_of(image_id):
+            if tag == ORIGINAL_TAG:
+                continue
+            path, record = self.label(image_id, tag)
+            key = (int(record.get("ts", 0)), path.with_suffix("").with_suffix(".json").stat().st_mtime_ns)
+            if best_key is None or key > best_key:
+                best, best_key = (path, record), key
+        return best
+
+    def _structure_names(self, image: Image, record: dict) -> dict[int, str]:
+        """``{id: name}``: the dataset.json labels of the image's folder, overridden by the
+        ``label_info`` the client saved with the label."""
+        from segrefine.datasets import dataset_labels
+
+        names: dict[int, str] = {}
+        if image.kind == "file" and self.data_root is not None:
+            root = Path(self.data_root).resolve()
+            for folder in (image.path.parent, image.path.parent.parent):
+                if folder.resolve().is_relative_to(root) and (folder / "dataset.json").is_file():
+                    names = {k: v for k, v in dataset_labels(folder).items() if k != 0}
+                    break
+        params = record.get("params") or {}
+        if params.get("label_info"):  # the client named the values: {name: id}
+            names.update({int(v): str(k) for k, v in (params.get("label_names") or {}).items()
+                          if isinstance(v, int) and k not in ("background", "foreground_scribbles",
+                                                              "background_scribbles")})
+        return names
+
+    def structure_rankings(self, image: Image) -> dict:
+        """The slices ranked per structure of the image's newest saved label (module
+        docstring): ``{"label": {"tag", "version"} | None, "structures": [{"id", "name",
+        "voxels", "order", "budget_slices", "expected_errors", "slices"}, ...]}``; no
+        structures when that label holds fewer than two structure ids."""
+        from segrefine import structures as st
+
+        found = self.structure_label(image.id)
+        if found is None:
+            return {"label": None, "structures": []}
+        path, record = found
+        source = {"tag": record["tag"], "version": int(record["version"])}
+        cache = self.folder / "cache" / (f"{image.key}-{image.signature()}-{record['tag']}"
+                                         f"-v{int(record['version']):04d}-structures.json")
+        if cache.is_file():
+            return json.loads(cache.read_text(encoding="utf-8"))
+        pred = self.prediction(image)
+        label = io.load(path)
+        labels = np.asarray(label.array).astype(np.uint8)
+        if labels.shape != pred["prob"].shape:
+            raise InputError(f"label {record['tag']} v{record['version']} of image {image.id[:120]!r}: "
+                             f"shape {labels.shape} differs from the image's {pred['prob'].shape}")
+        ids = [int(v) for v in np.unique(labels) if v != 0]
+        out = {"label": source, "structures": []}
+        if len(ids) >= 2:
+            axis = int(pred["summary"]["axis"])
+            spacing = tuple(float(s) for s in label.spacing)
+            try:
+                structures = st.structures_for(labels, names=self._structure_names(image, record))
+            except InputError as exc:  # e.g. more structures than a session holds: the whole mask only
+                return {**out, "note": str(exc)}
+            regions = st.structure_regions(labels, spacing)
+            for s in structures:
+                ranked = st.structure_suggestions(pred["uncertainty"], pred["prob"], labels, s.id, spacing=spacing,
+                                                  axis=axis, order="gain", regions=regions)
+                out["structures"].append({
+                    "id": s.id, "name": s.name, "voxels": int((labels == s.id).sum()),
+                    "order": ranked["order"], "budget_slices": ranked["budget_slices"],
+                    "expected_errors": ranked["total_expected_errors"],
+                    "slices": [{"index": x["index"], "expected_errors": x["expected_errors"], "nu": x["nu"]}
+                               for x in ranked["slices"] if x["in_budget"]]})
+        with io.atomic_path(cache) as tmp:
+            tmp.write_text(json.dumps(out), encoding="utf-8")
+        return out

@@ -10,7 +10,10 @@ Endpoints (the protocol of Project-MONAI/MONAILabel, written anew for our models
   ``POST``/``DELETE /train/`` 501 (training is not offered over the protocol);
 - ``POST /activelearning/{strategy}``: the unlabelled image (no ``final`` label) whose MG-Net
   prediction expects the most wrong voxels (``gain``) or holds the most uncertainty
-  (``uncertainty``), with its slices ranked by expected gain; ``{}`` when none is left;
+  (``uncertainty``), with its slices ranked by expected gain (``slices``, the whole mask) and,
+  when the newest label saved for it holds several structure ids, per structure
+  (``structures``: id, name, ranked slices; ``structures_label``: that label's tag and
+  version; see :meth:`Datastore.structure_rankings`); ``{}`` when none is left;
 - ``POST /infer/{model}?image=ID[&output=all|image|json|dicom_seg]``: a multipart answer (a
   ``params`` JSON part and one file part named ``<image>_<model>.nii.gz``, or the
   ``result_extension`` the client asks for: ``.nrrd``), the file alone, the JSON alone,
@@ -214,10 +217,12 @@ def _next_sample(ds: Datastore, strategy: str) -> dict:
             best, best_score, best_summary = image, score, summary
     if best is None:
         return {}
+    per_structure = ds.structure_rankings(best)
     return {"id": best.id, "name": best.name, "strategy": strategy, "score": best_score,
             "expected_errors": best_summary["expected_errors"],
             "total_uncertainty": best_summary["total_uncertainty"], "axis": best_summary["axis"],
-            "slices": best_summary["slices"], "ts": int(time.time())}
+            "slices": best_summary["slices"], "structures": per_structure["structures"],
+            "structures_label": per_structure["label"], "ts": int(time.time())}
 
 
 @router.post("/activelearning/{strategy}")
