@@ -24,25 +24,6 @@ export function over(top, bottom) {
   return [mix(0), mix(1), mix(2), Math.round(255 * a)];
 }
 
-/** NiiVue's colour table for the drawing (R, G, B, A, I, labels) */
-export function makeDrawLut() {
-  const R = [], G = [], B = [], A = [], I = [], labels = [];
-  const put = (v, rgba, label) => {
-    R.push(rgba[0]); G.push(rgba[1]); B.push(rgba[2]); A.push(rgba[3]); I.push(v); labels.push(label);
-  };
-  put(V.none, [0, 0, 0, 0], "");
-  put(V.fg, [40, 230, 60, 255], "foreground scribble");
-  put(V.bg, [30, 150, 255, 255], "background scribble");
-  put(V.outline, [255, 60, 60, 255], "mask outline");
-  const fill = [255, 60, 60, 60];
-  for (let L = 0; L < V.levels; L++) {
-    const h = heat(L / (V.levels - 1));
-    put(V.out0 + L, h, `uncertainty ${L}`);
-    put(V.in0 + L, over(h, fill), `mask, uncertainty ${L}`);
-  }
-  return { R, G, B, A, I, labels };
-}
-
 /** pixels of the segment a-b on the slice grid (Bresenham), both ends included, added to the set `out` as "r,c" */
 export function segment(a, b, out) {
   let [r0, c0] = a;

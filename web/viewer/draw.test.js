@@ -1,11 +1,12 @@
 // node --test viewer/  (run by tests/test_viewer_geometry.py)
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { V, heat, makeDrawLut, over, segment } from "./draw.js";
+import { V, heat, over, segment } from "./draw.js";
+import { makeStructureLut } from "./structures.js";
 import { scoreOf, stopText } from "./queue.js";
 
 test("the drawing's colour table has one entry per byte value it uses", () => {
-  const lut = makeDrawLut();
+  const lut = makeStructureLut([{ id: 1, name: "mask", color: [255, 60, 60] }]);
   assert.equal(lut.I.length, 4 + 2 * V.levels);
   assert.deepEqual([lut.R[1], lut.G[1], lut.B[1], lut.A[1]], [40, 230, 60, 255]);
   assert.ok(lut.I.every((v) => v >= 0 && v < 256));

@@ -20,6 +20,7 @@ import numpy as np
 
 from segrefine import io
 from segrefine.bench.common import command_line, machine, write_json, write_text
+from segrefine.errors import InputError
 from segrefine.nets.inference import REWRITES
 from segrefine.uncertainty import OnnxOptions, Predictor
 
@@ -45,6 +46,8 @@ def _timed(pred: Predictor, image: np.ndarray) -> float:
 
 def run(fetal: Path, volumes: list[Path], out_json: Path, *, methods=("mgnet", "unet"),
         repeats: int = 5, log=print) -> dict:
+    if not volumes:
+        raise InputError("bench graph needs at least one hippocampus volume")
     stack = io.load(fetal).array
     hippo = [io.load(p).array for p in volumes]
     results = {}
@@ -59,7 +62,7 @@ def run(fetal: Path, volumes: list[Path], out_json: Path, *, methods=("mgnet", "
         for _ in range(repeats):
             for name, p in preds.items():
                 fetal_t[name].append(_timed(p, stack))
-                hippo_t[name].append(sum(_timed(p, v) for v in hippo) / max(1, len(hippo)))
+                hippo_t[name].append(sum(_timed(p, v) for v in hippo) / len(hippo))
         rows = {}
         for name in preds:
             rows[name] = {"fetal_median_s": statistics.median(fetal_t[name]), "fetal_s": fetal_t[name],

@@ -202,8 +202,8 @@ def bench_graph(
         raise InputError("--fetal and --dataset are needed where ../shared/data is absent")
     if not Path(fetal).is_file():
         raise InputError(f"--fetal {fetal}: no such file")
-    if repeats < 1 or volumes < 0:
-        raise InputError(f"--repeats must be at least 1 and --volumes at least 0, got {repeats}, {volumes}")
+    if repeats < 1 or volumes < 1:  # the hippocampus ratio divides by the volumes' time
+        raise InputError(f"--repeats and --volumes must be at least 1, got {repeats}, {volumes}")
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names or any(m not in ("mgnet", "unet") for m in names):
         raise InputError(f"--methods must list mgnet and/or unet, got {methods!r}")

@@ -10,16 +10,15 @@ rounding; the test compares both) from the same weights:
   is one plain 1x1 convolution from one channel (no ``Tile``).
 - ``skips``: the decoder's group-wise concatenation feeds a grouped 1x1
   convolution; split its weight into the part that reads the skip and the part
-  that reads the up-sampled path and add the two convolutions (no ``Concat``: half
-  a gigabyte of copies on the fetal stack).
+  that reads the up-sampled path and add the two convolutions (no ``Concat``).
 - ``head``: a grouped 3x3 convolution with 2 outputs per group is the dense
   convolution with a block-diagonal weight (zeros between groups); with so few
-  outputs per group the dense kernel is faster despite the zeros.
+  outputs per group ONNX Runtime's grouped kernel runs outside its blocked layout.
 
 :func:`segrefine.nets.onnx.export` exports this graph when asked
 (``OnnxOptions(rewrites=REWRITES)``); by default it exports the training graph,
 because end to end the rewrites were not measurably faster on this project's
-machine (``segrefine bench graph``: 0.97-1.00x on the fetal stack, docs/benchmarks.md),
+machine (``segrefine bench graph``: 0.97-1.11x on the fetal stack, docs/benchmarks.md),
 although ONNX Runtime's profiler put the group-wise ``Concat`` at 0.49 of 1.94 s.
 Two more rewrites were slower in the profiler and left out (transposed convolution
 as 1x1 convolution + depth-to-space; instance normalisation from global average pools).
@@ -58,7 +57,6 @@ class InferenceGraph(nn.Module):
         if unknown:
             raise ValueError(f"rewrites must be among {REWRITES}, got {sorted(unknown)}")
         self.net, self.config = net, net.config
-        self.rewrites = tuple(rewrites)
         first = net.down[0].body[0]
         self.first = "first" in rewrites and net.in_groups > 1 and net.config.in_channels == 1
         if self.first:  # one input channel per group: every group reads the same image

@@ -30,7 +30,6 @@ from segrefine.nets.inference import InferenceGraph
 from segrefine.nets.segnet import GroupedUNet
 
 
-
 def cache_dir() -> Path:
     root = os.environ.get("SEGREFINE_CACHE") or Path.home() / ".cache" / "segrefine"
     path = Path(root) / "onnx"
