@@ -75,7 +75,9 @@ def test_bench_stack_runs_the_strategies_and_the_budget_sweep(hippo, tmp_path):
     for f in gain.values():  # nothing beats fixing the slices with the most error voxels
         assert all(v["gain"] <= f["best"]["gain"] + 1e-12 for v in f.values())
     stops = data["stop_sweep"]
-    assert stops["split"] == "val" and set(stops["ugir"]) == {"0.05", "0.1", "0.2", "0.3"}
+    assert stops["split"] == "val" and len(stops["ugir"]) == 6 + 3  # the sweep and the ablations
+    assert stops["ugir"]["stop below 2.25 Dice points left"]["rule"] == {"stop_dice": 0.0225}
+    assert stops["ugir"]["stop below 2.25 Dice points left, no following"]["rule"]["follow"] is False
     text = out.with_suffix(".md").read_text()
     assert "UGIR ν, early stop after 5" in text and "Budget M'" in text and "best possible" in text
     assert _is_png(out.with_suffix(".png")) and _is_png(tmp_path / "fetal_a26_12_suggestions.png")

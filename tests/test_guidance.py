@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from segrefine.errors import InputError
-from segrefine.guidance import SuggestionQueue, rank_slices, slice_uncertainty, suggest
+from segrefine.guidance import SuggestionQueue, end_prior, rank_slices, slice_uncertainty, suggest
 
 
 def _volume():
@@ -77,17 +77,68 @@ def test_gain_order_ranks_expected_wrong_voxels():
     assert [s["index"] for s in out["slices"]][:3] == [0, 4, 1]
     assert out["slices"][0]["expected_errors"] == pytest.approx(20.0)
     assert out["total_expected_errors"] == pytest.approx(20 + 2.7 + 6.4, rel=1e-5)
+    assert out["expected_foreground"] == pytest.approx(float(p.sum()), rel=1e-6)
+    # the end prior: the structure spans slices 0-2, so 0, 2 and 3 (beyond) get 0.75 x the
+    # median expected errors of slices 0-2 (2.7)
+    score = {s["index"]: s["score"] for s in out["slices"]}
+    assert score[0] == pytest.approx(20 + 0.75 * 2.7, rel=1e-5)
+    assert score[1] == pytest.approx(2.7, rel=1e-5) and score[4] == pytest.approx(6.4, rel=1e-5)
+    assert score[2] == pytest.approx(0.75 * 2.7, rel=1e-5) == score[3]
+    plain = suggest(u, y, prob=p, budget=1.0, end_weight=0.0)
+    assert [s["score"] for s in plain["slices"]] == pytest.approx([s["expected_errors"] for s in plain["slices"]])
     with pytest.raises(InputError, match="needs the foreground probability"):
         suggest(u, y, order="gain")
     with pytest.raises(InputError, match="`order` must be one of"):
         suggest(u, y, prob=p, order="random")
 
 
+def test_end_prior():
+    expected = np.array([0.0, 1, 2, 3, 4, 0, 0])
+    area = np.array([0, 5, 5, 5, 5, 0, 0])
+    # slices 1-4 hold the structure: 0, 1, 4, 5 get 0.75 x median(1, 2, 3, 4) = 1.875
+    assert end_prior(expected, area) == pytest.approx([1.875, 2.875, 2, 3, 5.875, 1.875, 0])
+    assert end_prior(expected, area, 0.0) == pytest.approx(expected)
+    assert end_prior(expected, np.zeros(7)) == pytest.approx(expected)  # nothing segmented: no ends
+    assert end_prior(expected, np.array([5, 0, 0, 0, 0, 0, 5]), 1.0)[[0, 1, 5, 6]] == pytest.approx([0, 1, 0, 0])
+
+
+def test_queue_follows_errors_and_stops_on_expected_remaining_dice():
+    sug = {"order": "gain", "budget_slices": 5, "expected_foreground": 100.0,
+           "slices": [{"index": k, "score": e, "expected_errors": e} for k, e in
+                      [(3, 50.0), (1, 30.0), (4, 12.0), (0, 5.0), (2, 3.0)]]}
+    q = SuggestionQueue.from_suggestions(sug)  # the gain order's own rules
+    assert q.follow and q.patience is None and q.stop_dice == 0.0225 and q.stop_remaining is None
+    shown = []
+    while (k := q.next()) is not None:
+        shown.append(k)
+        q.report(False)
+    # an error voxel is 1 / (2 x 100) of Dice: after 3, 1, 4 the slices left hold 8 voxels =
+    # 4 % (not < 2.25 %): 0 is shown; then 3 voxels = 1.5 %: stop
+    assert shown == [3, 1, 4, 0] and q.stopped_early
+    assert q.state()["remaining_dice"] == pytest.approx(0.015)
+    # following: 3 needed refinement, so its neighbours 2 and 4 come next, even 2, whose
+    # expected errors are few; they count against the budget
+    q = SuggestionQueue.from_suggestions({**sug, "budget_slices": 4})
+    assert q.next() == 3
+    q.report(True)
+    assert q.state()["front"] == [2, 4]
+    assert [q.next(), q.report(False), q.next(), q.report(True), q.next()] == [2, None, 4, None, 1]
+    q.report(False)
+    assert q.done and q.next() is None and not q.stopped_early  # the budget of 4 is used
+    q = SuggestionQueue.from_suggestions(sug, follow=False)
+    q.next(), q.report(True)
+    assert q.next() == 1
+    with pytest.raises(InputError, match="probability map"):
+        SuggestionQueue.from_suggestions({**sug, "expected_foreground": None}, stop_dice=0.02)
+
+
 def test_queue_stops_on_expected_remaining_gain():
     sug = {"order": "gain", "budget_slices": 5,
            "slices": [{"index": k, "expected_errors": e} for k, e in
                       [(3, 50.0), (1, 30.0), (4, 12.0), (0, 5.0), (2, 3.0)]]}
-    q = SuggestionQueue.from_suggestions(sug)  # the gain order's own rule: stop below 20 % left
+    # suggestions saved before the Dice stop (no expected_foreground): the earlier rule, stop
+    # below 20 % of the expected wrong voxels left
+    q = SuggestionQueue.from_suggestions(sug, follow=False)
     assert q.patience is None and q.stop_remaining == 0.2
     shown = []
     while (k := q.next()) is not None:

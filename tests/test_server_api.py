@@ -104,7 +104,7 @@ def test_slice_order_choice(client, shared, tmp_path):
 
     assert set(get_args(Order)) == set(ORDERS)
     files = _map_files(shared, tmp_path)
-    for order, key in (("gain", "expected_errors"), ("nu", "nu")):
+    for order, key in (("gain", "score"), ("nu", "nu")):
         st = client.post("/api/sessions", json={"path": HIPPO, **({"order": order} if order != "gain" else {})})
         assert st.status_code == 201 and st.json()["order"] == order  # gain: the default
         sid = st.json()["id"]
@@ -135,11 +135,11 @@ def test_scribble_refine_undo_redo_accept_download(client, workspace, shared, tm
     sid = _with_maps(client, workspace)
     sugg = client.get(f"/api/sessions/{sid}/suggestions").json()
     assert sugg["budget"] == 0.6 and len(sugg["slices"]) == 38
-    key = {"gain": "expected_errors", "nu": "nu", "nu-naive": "nu_naive"}[sugg["order"]]
-    scores = [s[key] for s in sugg["slices"]]  # ranked by the session's order, highest first
+    scores = [s["score"] for s in sugg["slices"]]  # ranked by the session's order, highest first
     assert scores == sorted(scores, reverse=True)
     # the queue says which stop rule it runs (the viewer shows it): the order's own
-    assert (sugg["queue"]["stop_remaining"] is not None) == (sugg["order"] == "gain")
+    assert (sugg["queue"]["stop_dice"] is not None) == (sugg["order"] == "gain")
+    assert sugg["queue"]["follow"] == (sugg["order"] == "gain")
     assert (sugg["queue"]["patience"] is not None) == (sugg["order"] != "gain")
     nxt = client.post(f"/api/sessions/{sid}/next").json()
     k = nxt["index"]

@@ -14,17 +14,18 @@ A simulated user works through the slices a strategy shows. For each slice it
 
 Strategies
 ----------
-``ugir``: MG-Net's slices in the default ``gain`` order (expected wrong voxels,
-:mod:`segrefine.guidance`) within the budget M', stopping when the slices not yet
-shown hold less than 10 % of the expected wrong voxels; I-DRLSE refinement.
+``ugir``: MG-Net's slices in the default ``gain`` order (expected wrong voxels with the
+end prior, :mod:`segrefine.guidance`) within the budget M', showing the neighbours of a
+slice that needed refinement next, and stopping when the slices not yet shown are
+expected to hold less than 2.25 Dice points; I-DRLSE refinement.
 ``ugir-nu``: the paper's UGIR: ν order, early stop after 3 (``patience``)
 consecutive slices that needed nothing.
 ``ugir-naive``: the paper's UGIR(*): ν* order, the same early stop.
 ``ugir-paint``: ``ugir``'s slices, but the refinement is painting the strokes
 (the baseline every refinement must beat).
 ``ugir-oracle`` / ``ugir-random``: baselines for the order, with ``ugir``'s budget,
-stop rule and refinement: slices by their true error voxels (the best possible
-order; the stop counts true errors) or in a seeded random order.
+stop rule, following and refinement: slices by their true error voxels (the best
+possible order; the stop counts true errors) or in a seeded random order.
 ``sequential``: UGIR(-U): every slice in order, I-DRLSE refinement.
 ``graphcut``: Graph Cut from scratch (no CNN): every slice, starting empty.
 ``deepigeos``: every slice in order with the R-Net refinement network.
@@ -146,7 +147,7 @@ def _baseline_order(sug: dict, strategy: str, mask: np.ndarray, gt: np.ndarray, 
         errors = (mask != gt).sum(axis=other)
         ranking = [int(i) for i in np.lexsort((np.arange(n), -errors))]
         for k in ranking:
-            by_index[k]["expected_errors"] = float(errors[k])
+            by_index[k]["expected_errors"] = by_index[k]["score"] = float(errors[k])
     else:
         ranking = [int(i) for i in np.random.default_rng(seed).permutation(n)]
     slices = [by_index[k] for k in ranking]
@@ -159,14 +160,19 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
              label=None, spacing=(1.0, 1.0, 1.0), axis: int = 2, budget: float = 0.6,
              user: UserModel | None = None, times: TimeModel | None = None,
              predict_seconds: float = 0.0, preset: str = DEFAULT_PRESET, order: str = "gain",
-             patience: int | None = None, stop_remaining: float | None = None) -> dict:
+             patience: int | None = None, stop_remaining: float | None = None,
+             stop_dice: float | None = None, follow: bool | None = None,
+             end_weight: float | None = None) -> dict:
     """Simulate one case; returns the record written by ``segrefine simulate``.
 
     ``order``: the slice order of ``ugir`` and ``ugir-paint`` (``ugir-nu`` and ``ugir-naive``
     fix theirs). Stop rules of the guided strategies: ``patience`` (stop after this many
-    consecutive slices that needed nothing; the paper: 3) and ``stop_remaining`` (stop when
-    the slices not yet shown hold less than this fraction of the expected wrong voxels);
-    neither given: the order's own rule (:meth:`SuggestionQueue.from_suggestions`)."""
+    consecutive slices that needed nothing; the paper: 3), ``stop_dice`` (stop when the slices
+    not yet shown are expected to hold less than this much Dice) and ``stop_remaining`` (stop
+    when they hold less than this fraction of the expected wrong voxels); ``follow``: show the
+    neighbours of a slice that needed refinement next. None given: the order's own rules
+    (:meth:`SuggestionQueue.from_suggestions`). ``end_weight``: the gain order's end prior
+    (None: :data:`segrefine.guidance.END_WEIGHT`)."""
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     user = user or UserModel()
@@ -194,10 +200,12 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
         if uncertainty is None:
             raise InputError(f"strategy {strategy} needs an uncertainty map")
         sug = suggest(uncertainty, mask, prob=prob, axis=axis, budget=budget,
-                      order=GUIDED[strategy] or order)
+                      order=GUIDED[strategy] or order,
+                      **({} if end_weight is None else {"end_weight": end_weight}))
         if strategy in BASELINE_ORDERS:
             sug = _baseline_order(sug, strategy, mask, gt, axis, seed=user.seed)
-        queue = SuggestionQueue.from_suggestions(sug, patience=patience, stop_remaining=stop_remaining)
+        queue = SuggestionQueue.from_suggestions(sug, patience=patience, stop_remaining=stop_remaining,
+                                                 stop_dice=stop_dice, follow=follow)
         if strategy == "ugir-random":
             queue.min_expected = 0.0  # "the next slice expects < 1 wrong voxel" presumes a ranking
         order = iter(lambda: queue.next(), None)

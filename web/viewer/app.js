@@ -10,7 +10,7 @@ import { segment } from "./draw.js";
 import { indexOfId, layout } from "./structures.js";
 import { initStructures } from "./structures-panel.js";
 import * as paint from "./paint.js";
-import { renderQueue as drawQueue } from "./queue.js";
+import { renderQueue as drawQueue, stopText } from "./queue.js";
 import { bindKeys, nudge } from "./keys.js";
 import { $, fillSelect, say } from "./dom.js";
 import { clearMapsForm, mapsForm, showModelWarning, warningOf } from "./models.js";
@@ -321,8 +321,7 @@ function nextSuggestion() {
     if (structures.scopeId() === null) S.status.queue = out.queue;
     else if (S.sugg) S.sugg.queue = out.queue;
     if (out.index === null) {
-      say(out.queue.stopped_early ? "stopped early: the last suggested slices needed no refinement"
-        : "every suggested slice within the budget was shown");
+      say(out.queue.stopped_early ? stopText(out.queue) : "every suggested slice within the budget was shown");
     } else {
       goToSlice(out.index);
       say(`suggested slice ${out.index}`);

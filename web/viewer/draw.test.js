@@ -31,10 +31,14 @@ test("segment covers every pixel between its ends, both included", () => {
 });
 
 test("the queue panel names the order's score and its own stop rule", () => {
-  assert.equal(scoreOf({ order: "gain" }).key, "expected_errors");
+  assert.equal(scoreOf({ order: "gain" }).key, "score");
   assert.equal(scoreOf({ order: "nu-naive" }).key, "nu_naive");
   const gain = { stop_remaining: 0.1, remaining_fraction: 0.25, stopped_early: false, done: false };
   assert.match(stopText(gain), /< 10 % of the expected wrong voxels \(now 25 %\)/);
   assert.match(stopText({ ...gain, stopped_early: true, remaining_fraction: 0.08 }), /^stopped: .* 8 %/);
   assert.match(stopText({ patience: 3, streak: 1, stopped_early: false, done: false }), /1 \/ 3 slices in a row/);
+  const dice = { stop_dice: 0.0225, remaining_dice: 0.031, stopped_early: false, done: false, front: [] };
+  assert.match(stopText(dice), /< 2.25 Dice points of expected errors \(now 3.1\)$/);
+  assert.match(stopText({ ...dice, front: [7, 9] }), /next: slice 7, beside a corrected slice$/);
+  assert.match(stopText({ ...dice, stopped_early: true, remaining_dice: 0.012 }), /^stopped: .* 1.2 Dice points/);
 });

@@ -1,9 +1,9 @@
 // The suggestion queue panel: the ranked slices with the score of the session's
-// order (gain: expected wrong voxels Σ min(p, 1 - p); nu: ν; nu-naive: ν*), the
-// budget, the progress and the state of the order's own stop rule.
+// order (gain: expected wrong voxels Σ min(p, 1 - p) with the end prior; nu: ν;
+// nu-naive: ν*), the budget, the progress and the state of the order's own stop rule.
 
 const SCORES = {
-  gain: { key: "expected_errors", name: "expected wrong voxels", digits: 1 },
+  gain: { key: "score", name: "expected wrong voxels + end prior", digits: 1 },
   nu: { key: "nu", name: "ν", digits: 3 },
   "nu-naive": { key: "nu_naive", name: "ν*", digits: 2 },
 };
@@ -15,6 +15,14 @@ export function scoreOf(sugg) {
 
 /** one line on the queue's stop rule (expected remaining gain, or clean slices in a row) */
 export function stopText(q) {
+  const follow = q.front?.length ? ` · next: slice ${q.front[0]}, beside a corrected slice` : "";
+  if (q.stop_dice != null) {
+    const left = q.remaining_dice == null ? "?" : `${(100 * q.remaining_dice).toFixed(1)}`;
+    const limit = `${+(100 * q.stop_dice).toFixed(2)}`;
+    if (q.stopped_early) return `stopped: the slices left hold ${left} Dice points of expected errors (stop below ${limit})`;
+    if (q.done) return "budget used: every suggested slice was shown";
+    return `early stop when the slices left hold < ${limit} Dice points of expected errors (now ${left})${follow}`;
+  }
   if (q.stop_remaining != null) {
     const left = q.remaining_fraction == null ? "?" : `${Math.round(100 * q.remaining_fraction)} %`;
     const limit = `${Math.round(100 * q.stop_remaining)} %`;

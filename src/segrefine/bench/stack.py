@@ -37,7 +37,8 @@ def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = N
                    budget: float = 0.6, user: UserModel | None = None, times: TimeModel | None = None,
                    predictions: dict | None = None, on_case=None, preset: str = DEFAULT_PRESET,
                    order: str = "gain", patience: int | None = None,
-                   stop_remaining: float | None = None) -> dict:
+                   stop_remaining: float | None = None, stop_dice: float | None = None,
+                   follow: bool | None = None, end_weight: float | None = None) -> dict:
     """Run ``strategy`` on every case; ``predictions`` caches MG-Net outputs across strategies."""
     user, times = user or UserModel(), times or TimeModel()
     predictions = {} if predictions is None else predictions
@@ -52,7 +53,8 @@ def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = N
                       predict_seconds=cached["seconds"])
         rec = run_case(vol.array, gt, strategy, spacing=vol.spacing, budget=budget, user=user,
                        times=times, preset=preset, order=order, patience=patience,
-                       stop_remaining=stop_remaining, **kw)
+                       stop_remaining=stop_remaining, stop_dice=stop_dice, follow=follow,
+                       end_weight=end_weight, **kw)
         mask = rec.pop("mask")
         rec["assd_after"] = assd(mask, gt, vol.spacing)
         if out_dir is not None:
@@ -71,7 +73,8 @@ def simulate_cases(cases: list[Case], strategy: str, *, out_dir: Path | None = N
     mean["refine_ms_median"] = float(np.median(pooled)) if pooled else None
     mean["refine_ms_p95"] = float(np.percentile(pooled, 95)) if pooled else None
     return {"strategy": strategy, "preset": preset, "order": order, "patience": patience,
-            "stop_remaining": stop_remaining, "cases": records, "mean": mean, **settings(user, times)}
+            "stop_remaining": stop_remaining, "stop_dice": stop_dice, "follow": follow,
+            "end_weight": end_weight, "cases": records, "mean": mean, **settings(user, times)}
 
 
 def predict_cases(cases: list[Case], predictions: dict) -> dict:
@@ -147,18 +150,34 @@ def suggestion_gain_markdown(data: dict) -> str:
     return markdown_table(header, rows)
 
 
-def stop_sweep(cases: list[Case], values=(0.05, 0.1, 0.2, 0.3), *, predictions: dict, budget: float,
-               preset: str, log=print) -> dict:
-    """UGIR with the default order at several expected-remaining-gain stops, and sequential
-    inspection, on ``cases`` (the ``val`` split: the stop is chosen there)."""
+# ablations beside the stop sweep: the default rule without one of its parts, and the earlier rule
+STOP_ABLATIONS = (("no following", {"follow": False}),
+                  ("no end prior", {"end_weight": 0.0}),
+                  ("earlier rule: no following, no end prior, stop below 20 % of the expected errors left",
+                   {"follow": False, "end_weight": 0.0, "stop_remaining": 0.2}))
+
+
+def stop_rule_name(value: float) -> str:
+    return f"stop below {value * 100:g} Dice points left"
+
+
+def stop_sweep(cases: list[Case], values=(0.01, 0.015, 0.02, 0.0225, 0.025, 0.03), *, predictions: dict,
+               budget: float, preset: str, log=print) -> dict:
+    """UGIR with the default order, following, at several expected-remaining-Dice stops, the
+    default rule without each part, and sequential inspection, on ``cases`` (the ``val``
+    split: the stop is chosen there)."""
+    from segrefine.guidance import STOP_DICE
+
     keys = ("dice_before", "dice_after", "user_seconds", "slices_inspected", "scribbles")
     seq = simulate_cases(cases, "sequential", predictions=predictions, preset=preset)["mean"]
     out = {"cases": len(cases), "sequential": {k: seq[k] for k in keys}, "ugir": {}}
-    for v in values:
-        res = simulate_cases(cases, "ugir", budget=budget, predictions=predictions, preset=preset,
-                             stop_remaining=v)
-        out["ugir"][str(v)] = {k: res["mean"][k] for k in keys}
-        log(f"stop at {v}: UGIR Dice {res['mean']['dice_after']:.4f} with {res['mean']['user_seconds']:.1f} s "
+    rules = [(stop_rule_name(v), {"stop_dice": v}) for v in values]
+    rules += [(f"{stop_rule_name(STOP_DICE)}, {name}", {"stop_dice": STOP_DICE, **kw})
+              if "stop_remaining" not in kw else (name, kw) for name, kw in STOP_ABLATIONS]
+    for name, kw in rules:
+        res = simulate_cases(cases, "ugir", budget=budget, predictions=predictions, preset=preset, **kw)
+        out["ugir"][name] = {**{k: res["mean"][k] for k in keys}, "rule": kw}
+        log(f"{name}: UGIR Dice {res['mean']['dice_after']:.4f} with {res['mean']['user_seconds']:.1f} s "
             f"(sequential {seq['dice_after']:.4f}, {seq['user_seconds']:.1f} s)")
     return out
 
@@ -167,8 +186,8 @@ def stop_markdown(sweep: dict) -> str:
     seq = sweep["sequential"]
     rows = [["sequential (all slices)", f"{seq['dice_after'] * 100:.2f}", "–", f"{seq['user_seconds']:.1f}",
              "100 %", f"{seq['slices_inspected']:.1f}"]]
-    for v, r in sweep["ugir"].items():
-        rows.append([f"UGIR, stop below {float(v) * 100:.0f} % expected errors left",
+    for name, r in sweep["ugir"].items():
+        rows.append([f"UGIR, {name}",
                      f"{r['dice_after'] * 100:.2f}", f"{(r['dice_after'] - seq['dice_after']) * 100:+.2f}",
                      f"{r['user_seconds']:.1f}", f"{r['user_seconds'] / seq['user_seconds'] * 100:.0f} %",
                      f"{r['slices_inspected']:.1f}"])
@@ -211,7 +230,8 @@ def budget_markdown(sweep: dict) -> str:
 def run(images: Path, labels: Path, out_json: Path, *, split: str | None = "test",
         splits_file: Path | None = None, strategies=STRATEGIES, max_cases: int | None = None,
         budget: float = 0.6, fetal_dir: Path | None = None, preset: str = DEFAULT_PRESET,
-        tune_split: str | None = None, patiences=(), stops=(0.05, 0.1, 0.2, 0.3), log=print) -> dict:
+        tune_split: str | None = None, patiences=(), stops=(0.01, 0.015, 0.02, 0.0225, 0.025, 0.03),
+        log=print) -> dict:
     cases = cases_for(images, labels, split, splits_file)[:max_cases]
     sweep = stops_val = gain_val = None
     if tune_split:

@@ -130,7 +130,8 @@ def bench_stack(
     tune_split: str | None = typer.Option(None, help="Also sweep the budget M' on this split (e.g. val)."),
     patience: str = typer.Option("", help="Extra UGIR ν rows with these early-stop patiences, e.g. '5' "
                                           "(UGIR: 3); with --tune-split also the budget sweep."),
-    stops: str = typer.Option("0.05,0.1,0.2,0.3", help="Expected-remaining-gain stops swept on --tune-split."),
+    stops: str = typer.Option("0.01,0.015,0.02,0.0225,0.025,0.03",
+                              help="Expected-remaining-Dice stops (fractions of Dice) swept on --tune-split."),
 ):
     """Table 2: every strategy on the same cases; Dice vs user time plot; fetal-stack suggestions."""
     from segrefine.bench.stack import run

@@ -232,8 +232,7 @@ def suggest(
     out = rank(u, np.asarray(y), prob=p, order=order, axis=axis, budget=budget)
     out["image"] = str(input)
     write_json(json_out, out)
-    key = {"gain": "expected_errors", "nu": "nu", "nu-naive": "nu_naive"}[out["order"]]
-    top = ", ".join(f"{s['index']} ({key}={s[key]:.3g})" for s in out["slices"][:5])
+    top = ", ".join(f"{s['index']} (score={s['score']:.3g})" for s in out["slices"][:5])
     console.print(f"{out['budget_slices']} of {len(out['slices'])} slices in the budget "
                   f"(order {out['order']}); top: {top}")
 
@@ -266,8 +265,14 @@ def simulate(
                                                       "slices that needed nothing (the paper: 3)."),
     stop_remaining: float | None = typer.Option(None, help="Guided strategies: stop when the slices not yet "
                                                               "shown hold less than this fraction of the "
-                                                              "expected wrong voxels. Neither stop given: the "
-                                                              "order's own (gain: 0.2; nu, nu-naive: patience 3)."),
+                                                              "expected wrong voxels (the earlier rule)."),
+    stop_dice: float | None = typer.Option(None, help="Guided strategies: stop when the slices not yet shown "
+                                                         "are expected to hold less than this much Dice (0.0225 "
+                                                         "= 2.25 points). No stop given: the order's own (gain: "
+                                                         "0.0225; nu, nu-naive: patience 3)."),
+    follow: bool | None = typer.Option(None, "--follow/--no-follow",
+                                       help="Guided strategies: show the neighbours of a slice that needed "
+                                            "refinement next (default: with the gain order)."),
 ):
     """Simulated user study of one strategy (see segrefine.simulate for the user and time model).
 
@@ -287,6 +292,8 @@ def simulate(
         raise InputError(f"--patience must be at least 1, got {patience}")
     if stop_remaining is not None and not 0 <= stop_remaining < 1:
         raise InputError(f"--stop-remaining must be in [0, 1), got {stop_remaining}")
+    if stop_dice is not None and not 0 <= stop_dice < 1:
+        raise InputError(f"--stop-dice must be in [0, 1), got {stop_dice}")
     if order not in ORDERS:
         raise InputError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     cases = cases_for(images, labels, split, splits)[:max_cases]
@@ -295,8 +302,8 @@ def simulate(
     with progress_bar() as bar:
         task = bar.add_task(f"simulate {strategy}", total=len(cases))
         data = simulate_cases(cases, strategy, out_dir=output, budget=budget, preset=preset, order=order,
-                              patience=patience, stop_remaining=stop_remaining,
-                              on_case=lambda c, r: bar.advance(task))
+                              patience=patience, stop_remaining=stop_remaining, stop_dice=stop_dice,
+                              follow=follow, on_case=lambda c, r: bar.advance(task))
     write_json(json_out, data)
     m = data["mean"]
     console.print(f"{strategy}: Dice {m['dice_before']:.4f} -> {m['dice_after']:.4f}, "

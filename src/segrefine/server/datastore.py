@@ -410,8 +410,9 @@ class Datastore:
                        "expected_errors": float(np.minimum(pred.prob, 1 - pred.prob).sum()),
                        "total_uncertainty": float(pred.uncertainty.sum()),
                        "order": ranked["order"], "budget_slices": ranked["budget_slices"],
-                       "slices": [{"index": s["index"], "expected_errors": s["expected_errors"],
-                                   "nu": s["nu"]} for s in ranked["slices"] if s["in_budget"]],
+                       "slices": [{"index": s["index"], "score": s["score"],
+                                   "expected_errors": s["expected_errors"], "nu": s["nu"]}
+                                  for s in ranked["slices"] if s["in_budget"]],
                        "seconds": round(pred.seconds, 3), "shape": list(pred.label.shape)}
             arrays = {"prob": pred.prob.astype(np.float32), "uncertainty": pred.uncertainty.astype(np.float32),
                       "label": pred.label.astype(np.uint8)}
@@ -493,8 +494,8 @@ class Datastore:
                     "id": s.id, "name": s.name, "voxels": int((labels == s.id).sum()),
                     "order": ranked["order"], "budget_slices": ranked["budget_slices"],
                     "expected_errors": ranked["total_expected_errors"],
-                    "slices": [{"index": x["index"], "expected_errors": x["expected_errors"], "nu": x["nu"]}
-                               for x in ranked["slices"] if x["in_budget"]]})
+                    "slices": [{"index": x["index"], "score": x["score"], "expected_errors": x["expected_errors"],
+                                "nu": x["nu"]} for x in ranked["slices"] if x["in_budget"]]})
         with io.atomic_path(cache) as tmp:
             tmp.write_text(json.dumps(out), encoding="utf-8")
         return out

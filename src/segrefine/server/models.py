@@ -154,8 +154,13 @@ class QueueOut(BaseModel):
     streak: int
     patience: int | None = Field(None, description="stop after this many clean slices in a row (nu orders)")
     stop_remaining: float | None = Field(None, description="stop once the slices left hold less than this "
-                                                           "fraction of the expected wrong voxels (gain order)")
+                                                           "fraction of the expected wrong voxels (earlier rule)")
     remaining_fraction: float | None = None
+    stop_dice: float | None = Field(None, description="stop once the slices left are expected to hold less "
+                                                      "than this much Dice (gain order)")
+    remaining_dice: float | None = None
+    follow: bool = Field(False, description="the neighbours of a slice that needed refinement come next")
+    front: list[int] = Field(default_factory=list, description="slices to show next (following an error)")
     stopped_early: bool
     done: bool
     shown: list[int]
@@ -191,6 +196,8 @@ class ActionOut(BaseModel):
 
 class SliceScore(BaseModel):
     index: int
+    score: float | None = Field(None, description="what the order ranks by: expected wrong voxels with "
+                                                  "the end prior (gain), ν or ν*")
     nu: float
     nu_naive: float
     expected_errors: float | None = None
@@ -204,6 +211,7 @@ class SuggestionsOut(BaseModel):
     budget_slices: int
     zeta: float
     order: str
+    expected_foreground: float | None = Field(None, description="Σ p: expected foreground voxels (gain)")
     structure: int | None = Field(None, description="the structure ranked for (None: the whole mask)")
     band_mm: float | None = Field(None, description="a structure's band: the uncertainty within this "
                                                     "distance of it, nearest to it, is its own")
