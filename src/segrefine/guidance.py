@@ -12,11 +12,12 @@ uncertainty ``U`` and mean foreground probability ``p``:
   user the same inspection time (3.5 s in :class:`segrefine.simulate.TimeModel`;
   correction time is spent only where there are errors), so this order is the
   expected Dice gained per second of inspection. The end prior is there because the
-  network is confidently wrong where the structure begins and ends (a missed tail has
-  p ≈ 0, so ``E`` ≈ 0): on the hippocampus ``val`` split it moved UGIR with the
-  default stop from 0.20 to 0.14 points below sequential inspection at 30 % of its
-  user time (docs/tuning.md). Fixing the top 30 % of slices in this order gains
-  about 90 % of what the best possible 30 % gains (``segrefine bench stack``).
+  network can be confidently wrong where the structure begins and ends (a missed
+  tail has p ≈ 0, so ``E`` ≈ 0): on the hippocampus ``val`` split, UGIR with the
+  default stop ends 0.14 points below sequential inspection with 30 % of its user
+  time, and 0.33 below with 21 % without the prior (docs/tuning.md). Fixing the top
+  30 % of slices in this order gains 90 % of what the best possible 30 % gains on
+  ``test`` (94 % without the prior; ``segrefine bench stack``).
 - ``nu`` (the paper's definition): ``ν_k = Σ U_x / (Σ Y_x + ζ)``, which keeps slices
   with a small structure from being ignored, but puts small end slices whose errors
   are a few voxels first.
