@@ -75,6 +75,14 @@ def test_run_mgnet_on_the_phantom_then_suggestions_and_refinement(page, phantom_
     first = httpx.get(f"{url}/api/sessions/{sid}/suggestions").json()["slices"][0]["index"]
     page.keyboard.press("n")
     wait_idle(page)
+    q = httpx.get(f"{url}/api/sessions/{sid}/suggestions").json()["queue"]
+    if q["stopped_early"]:
+        # the phantom model is sure of itself: the whole volume is expected to hold less Dice
+        # than the stop's, so the queue stops at once and says so; the list still opens a slice
+        assert q["remaining_dice"] < q["stop_dice"] and q["shown"] == []
+        assert page.locator("#early-stop").inner_text().startswith("stopped:")
+        page.click(f"#queue-list li[data-index='{first}']")
+        wait_idle(page)
     k = page.evaluate("segrefine.currentIndex()")
     assert k == first
     before = mask_of(url, sid, label.shape)[:, :, k]
