@@ -278,7 +278,7 @@ def _ms(v) -> str:
 
 def table_markdown(data: dict) -> str:
     rows = []
-    names = {"ugir": "UGIR, gain order + expected-gain stop (default)", "ugir-nu": "UGIR, ν + 3 clean (paper)",
+    names = {"ugir": "UGIR, gain order + following + expected-Dice stop (default)", "ugir-nu": "UGIR, ν + 3 clean (paper)",
              "ugir-naive": "UGIR(*), ν* + 3 clean (paper)", "ugir-paint": "UGIR order, painting only",
              "ugir-oracle": "best possible order (true errors), same stop", "ugir-random": "random order, same stop",
              "sequential": "UGIR(-U) (sequential)", "graphcut": "Graph Cut (scratch)",
