@@ -65,6 +65,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -260,6 +261,8 @@ class SuggestionQueue:
     foreground: float | None = None
     follow: bool = False
     front: list[int] = field(default_factory=list)
+    #: the fields ``next()`` and ``report()`` change: what a saved session keeps and restores
+    MUTABLE: ClassVar[tuple[str, ...]] = ("position", "streak", "stopped_early", "shown", "front")
 
     @classmethod
     def from_suggestions(cls, suggestions: dict, patience: int | None = None,
@@ -289,6 +292,13 @@ class SuggestionQueue:
                    expected=[float(e) for e in expected] if ruled else None,
                    stop_remaining=stop_remaining, stop_dice=stop_dice,
                    foreground=None if foreground is None else float(foreground), follow=follow)
+
+    def restore(self, state: dict) -> None:
+        """Set the :attr:`MUTABLE` fields from a saved ``state`` (``front`` is absent in states
+        saved before following)."""
+        self.position, self.streak = int(state["position"]), int(state["streak"])
+        self.stopped_early, self.shown = bool(state["stopped_early"]), [int(k) for k in state["shown"]]
+        self.front = [int(k) for k in state.get("front", [])]
 
     def _left(self) -> list[int]:
         """Positions in ``order`` of the slices not shown yet."""

@@ -64,7 +64,7 @@ from segrefine.validate import as_axis, as_choice, as_number, image_map
 FORMAT = "segrefine-session/2"
 FORMAT_V1 = "segrefine-session/1"  # state.npz rewritten whole per action; converted on open
 #: the queue fields a verb can change (the order and expected errors are fixed at set_maps)
-QUEUE_MUTABLE = ("position", "streak", "stopped_early", "shown", "front")
+QUEUE_MUTABLE = SuggestionQueue.MUTABLE
 
 
 @dataclass
@@ -218,9 +218,7 @@ class Session:
                 self.queue.order = q["order"]  # the ranking made at predict time
             if q.get("expected") is not None:
                 self.queue.expected = q["expected"]
-            self.queue.position, self.queue.streak = q["position"], q["streak"]
-            self.queue.stopped_early, self.queue.shown = q["stopped_early"], q["shown"]
-            self.queue.front = list(q.get("front", []))  # absent in sessions made before following
+            self.queue.restore(q)
 
     def _log(self, op: str, payload: bytes = b"", *, started: float | None = None, **fields) -> None:
         """Append one verb to the journal (on disk when this returns); compact past the limits.

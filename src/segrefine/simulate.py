@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from segrefine.errors import InputError
-from segrefine.guidance import SuggestionQueue, suggest
+from segrefine.guidance import END_WEIGHT, SuggestionQueue, suggest
 from segrefine.metrics import dice
 from segrefine.preprocess import normalise
 from segrefine.refine.slice import DEFAULT_PRESET
@@ -201,7 +201,7 @@ def run_case(image: np.ndarray, gt: np.ndarray, strategy: str, *, prob=None, unc
             raise InputError(f"strategy {strategy} needs an uncertainty map")
         sug = suggest(uncertainty, mask, prob=prob, axis=axis, budget=budget,
                       order=GUIDED[strategy] or order,
-                      **({} if end_weight is None else {"end_weight": end_weight}))
+                      end_weight=END_WEIGHT if end_weight is None else end_weight)
         if strategy in BASELINE_ORDERS:
             sug = _baseline_order(sug, strategy, mask, gt, axis, seed=user.seed)
         queue = SuggestionQueue.from_suggestions(sug, patience=patience, stop_remaining=stop_remaining,

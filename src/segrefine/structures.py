@@ -300,7 +300,7 @@ class StructureQueues:
         out = {}
         for sid, q in self.queues.items():
             st = q.state()
-            entry = {k: st[k] for k in ("position", "streak", "stopped_early", "shown", "front")}
+            entry = {k: st[k] for k in SuggestionQueue.MUTABLE}
             if full or sid in self._new:
                 entry["suggestions"] = self.suggestions[sid]
             out[str(sid)] = entry
@@ -316,6 +316,4 @@ class StructureQueues:
                 self.queues[sid] = SuggestionQueue.from_suggestions(entry["suggestions"])
             q = self.queues.get(sid)
             if q is not None:
-                q.position, q.streak = int(entry["position"]), int(entry["streak"])
-                q.stopped_early, q.shown = bool(entry["stopped_early"]), list(entry["shown"])
-                q.front = [int(k) for k in entry.get("front", [])]
+                q.restore(entry)

@@ -25,6 +25,7 @@ from segrefine.bench.common import (
 )
 from segrefine.datasets import Case
 from segrefine.figures import save_figure
+from segrefine.guidance import STOP_DICE
 from segrefine.metrics import assd
 from segrefine.refine.slice import DEFAULT_PRESET
 from segrefine.simulate import STRATEGIES, TimeModel, UserModel, run_case, settings
@@ -150,15 +151,15 @@ def suggestion_gain_markdown(data: dict) -> str:
     return markdown_table(header, rows)
 
 
-# ablations beside the stop sweep: the default rule without one of its parts, and the earlier rule
-STOP_ABLATIONS = (("no following", {"follow": False}),
-                  ("no end prior", {"end_weight": 0.0}),
-                  ("earlier rule: no following, no end prior, stop below 20 % of the expected errors left",
-                   {"follow": False, "end_weight": 0.0, "stop_remaining": 0.2}))
-
-
 def stop_rule_name(value: float) -> str:
     return f"stop below {value * 100:g} Dice points left"
+
+
+# ablations beside the stop sweep: the default rule without one of its parts, and the earlier rule
+STOP_ABLATIONS = ((f"{stop_rule_name(STOP_DICE)}, no following", {"stop_dice": STOP_DICE, "follow": False}),
+                  (f"{stop_rule_name(STOP_DICE)}, no end prior", {"stop_dice": STOP_DICE, "end_weight": 0.0}),
+                  ("earlier rule: no following, no end prior, stop below 20 % of the expected errors left",
+                   {"follow": False, "end_weight": 0.0, "stop_remaining": 0.2}))
 
 
 def stop_sweep(cases: list[Case], values=(0.01, 0.015, 0.02, 0.0225, 0.025, 0.03), *, predictions: dict,
@@ -166,15 +167,10 @@ def stop_sweep(cases: list[Case], values=(0.01, 0.015, 0.02, 0.0225, 0.025, 0.03
     """UGIR with the default order, following, at several expected-remaining-Dice stops, the
     default rule without each part, and sequential inspection, on ``cases`` (the ``val``
     split: the stop is chosen there)."""
-    from segrefine.guidance import STOP_DICE
-
     keys = ("dice_before", "dice_after", "user_seconds", "slices_inspected", "scribbles")
     seq = simulate_cases(cases, "sequential", predictions=predictions, preset=preset)["mean"]
     out = {"cases": len(cases), "sequential": {k: seq[k] for k in keys}, "ugir": {}}
-    rules = [(stop_rule_name(v), {"stop_dice": v}) for v in values]
-    rules += [(f"{stop_rule_name(STOP_DICE)}, {name}", {"stop_dice": STOP_DICE, **kw})
-              if "stop_remaining" not in kw else (name, kw) for name, kw in STOP_ABLATIONS]
-    for name, kw in rules:
+    for name, kw in [(stop_rule_name(v), {"stop_dice": v}) for v in values] + list(STOP_ABLATIONS):
         res = simulate_cases(cases, "ugir", budget=budget, predictions=predictions, preset=preset, **kw)
         out["ugir"][name] = {**{k: res["mean"][k] for k in keys}, "rule": kw}
         log(f"{name}: UGIR Dice {res['mean']['dice_after']:.4f} with {res['mean']['user_seconds']:.1f} s "

@@ -123,6 +123,12 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def budget_slices(ranked: dict) -> list[dict]:
+    """The slices of ``guidance.suggest``'s ranking within the budget, as Next Sample lists them."""
+    return [{k: s[k] for k in ("index", "score", "expected_errors", "nu")}
+            for s in ranked["slices"] if s["in_budget"]]
+
+
 class Datastore:
     """Images of ``data_root`` and uploads, versioned labels and cached predictions in
     ``folder`` (``<workspace>/monailabel``); see the module docstring."""
@@ -410,9 +416,7 @@ class Datastore:
                        "expected_errors": float(np.minimum(pred.prob, 1 - pred.prob).sum()),
                        "total_uncertainty": float(pred.uncertainty.sum()),
                        "order": ranked["order"], "budget_slices": ranked["budget_slices"],
-                       "slices": [{"index": s["index"], "score": s["score"],
-                                   "expected_errors": s["expected_errors"], "nu": s["nu"]}
-                                  for s in ranked["slices"] if s["in_budget"]],
+                       "slices": budget_slices(ranked),
                        "seconds": round(pred.seconds, 3), "shape": list(pred.label.shape)}
             arrays = {"prob": pred.prob.astype(np.float32), "uncertainty": pred.uncertainty.astype(np.float32),
                       "label": pred.label.astype(np.uint8)}
@@ -494,8 +498,7 @@ class Datastore:
                     "id": s.id, "name": s.name, "voxels": int((labels == s.id).sum()),
                     "order": ranked["order"], "budget_slices": ranked["budget_slices"],
                     "expected_errors": ranked["total_expected_errors"],
-                    "slices": [{"index": x["index"], "score": x["score"], "expected_errors": x["expected_errors"],
-                                "nu": x["nu"]} for x in ranked["slices"] if x["in_budget"]]})
+                    "slices": budget_slices(ranked)})
         with io.atomic_path(cache) as tmp:
             tmp.write_text(json.dumps(out), encoding="utf-8")
         return out
