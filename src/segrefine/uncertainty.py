@@ -84,16 +84,18 @@ class OnnxOptions:
 
     ``rewrites``: the inference-graph rewrites (:mod:`segrefine.nets.inference`); the
     default () exports the training graph as it is: the rewrites were not measurably
-    faster end to end (``segrefine bench graph``, docs/benchmarks.md). ``pixels_per_run``: slices per run (at most the
-    predictor's batch of 32), as many as fit in this many pixels, at least one: the 19
-    slices of the fetal stack go in one run, a 512x512 CT 4 slices a run, which bounds
-    the activations' memory (one 512x512x32 batch would need about 2 GB per tensor of
-    MG-Net's first level). One 192x192 slice per run was not faster on the idle machine
-    (``segrefine bench graph``).
+    faster end to end (``segrefine bench graph``, docs/benchmarks.md). ``pixels_per_run``:
+    slices per run (at most the predictor's batch of 32), as many as fit in this many
+    pixels, at least one: 3 slices of the 192x192 fetal stack a run, one 512x512 CT slice.
+    Against 2^20 pixels (the 19 fetal slices in one run, the previous default) it bounds the
+    memory ONNX Runtime keeps (MG-Net's process after a fetal stack: about 0.8 instead of
+    2.7 GB) and the first call on a new input shape, which pays for fresh memory (page
+    faults) and took 2.2-2.6x the warm call in a process holding the other methods, about
+    1.0x at 2^17; the warm call is within a few per cent (``segrefine bench graph``).
     """
 
     rewrites: tuple[str, ...] = ()
-    pixels_per_run: int = 2**20
+    pixels_per_run: int = 2**17
 
 
 @torch.inference_mode()
