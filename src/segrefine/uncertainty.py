@@ -89,8 +89,8 @@ class OnnxOptions:
     pixels, at least one: 3 slices of the 192x192 fetal stack a run, one 512x512 CT slice.
     Against 2^20 pixels (the 19 fetal slices in one run, the previous default) it bounds the
     memory ONNX Runtime keeps (MG-Net's process after a fetal stack: about 0.8 instead of
-    2.7 GB) and the first call on a new input shape, which pays for fresh memory (page
-    faults) and took 2.2-2.6x the warm call in a process holding the other methods, about
+    2.6 GB) and the first call on a new input shape, which pays for fresh memory (page
+    faults) and took 2.0-2.6x the warm call in a process holding the other methods, about
     1.0x at 2^17; the warm call is within a few per cent (``segrefine bench graph``).
     """
 
