@@ -159,3 +159,28 @@ def test_shared_predictor_is_loaded_once_and_warmed(tmp_path, monkeypatch):
     assert (False, ()) in pred.nets[0]._ort_sessions  # the dropout-off session of the training graph
     assert shared_predictor("mgnet", None, 0) is not pred
     shared_predictor.cache_clear()
+
+
+def test_onnx_runs_hold_at_most_pixels_per_run(tmp_path, monkeypatch):
+    """A run takes at most OnnxOptions().pixels_per_run pixels (2^17: 3 slices of 192x192,
+    one larger slice alone), which bounds the memory ONNX Runtime keeps and what the first
+    call on a new shape pays for (docs/benchmarks.md); the result does not depend on it."""
+    import segrefine.nets.onnx as onnx_module
+    from segrefine.uncertainty import OnnxOptions
+
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path))
+    assert OnnxOptions().pixels_per_run == 2**17
+    shapes = []
+    run = onnx_module.run_onnx
+    monkeypatch.setattr(onnx_module, "run_onnx", lambda net, x, **kw: shapes.append(x.shape) or run(net, x, **kw))
+    rng = np.random.default_rng(0)
+    stack = rng.normal(100, 20, (192, 192, 7)).astype(np.float32)
+    default = Predictor("mgnet", backend="onnx")(stack)
+    assert [s[0] for s in shapes] == [3, 3, 1] and all(s[2:] == (192, 192) for s in shapes)
+    shapes.clear()
+    one = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=1))(stack)
+    assert [s[0] for s in shapes] == [1] * 7
+    assert np.abs(default.prob - one.prob).max() < 1e-4 and np.array_equal(default.label, one.label)
+    shapes.clear()
+    Predictor("mgnet", backend="onnx")(rng.normal(100, 20, (400, 400, 2)).astype(np.float32))
+    assert [s[0] for s in shapes] == [1, 1]
