@@ -156,7 +156,9 @@ def test_shared_predictor_is_loaded_once_and_warmed(tmp_path, monkeypatch):
     seconds = warm_up("mgnet", shape=(40, 40, 2))
     pred = shared_predictor("mgnet")
     assert seconds > 0 and pred is shared_predictor("mgnet") and pred.backend == "onnx"
-    assert (False, ()) in pred.nets[0]._ort_sessions  # the dropout-off session of the training graph
+    keys = set(pred.nets[0]._ort_sessions)  # (dropout, rewrites, threads, index)
+    assert keys == ({(False, (), 1, i) for i in range(torch.get_num_threads())} if torch.get_num_threads() > 1
+                    else {(False, (), 1, 0)})  # the training graph, dropout off, a one-thread session per worker
     assert shared_predictor("mgnet", None, 0) is not pred
     shared_predictor.cache_clear()
 
@@ -164,23 +166,30 @@ def test_shared_predictor_is_loaded_once_and_warmed(tmp_path, monkeypatch):
 def test_onnx_runs_hold_at_most_pixels_per_run(tmp_path, monkeypatch):
     """A run takes at most OnnxOptions().pixels_per_run pixels (2^17: 3 slices of 192x192,
     one larger slice alone), which bounds the memory ONNX Runtime keeps and what the first
-    call on a new shape pays for (docs/benchmarks.md); the result does not depend on it."""
+    call on a new shape pays for (docs/benchmarks.md); with 2 workers the runs come in a
+    multiple of 2 of about equal size, each on its own one-thread session; the result does
+    not depend on either."""
     import segrefine.nets.onnx as onnx_module
     from segrefine.uncertainty import OnnxOptions
 
     monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path))
     assert OnnxOptions().pixels_per_run == 2**17
-    shapes = []
+    runs = []
     run = onnx_module.run_onnx
-    monkeypatch.setattr(onnx_module, "run_onnx", lambda net, x, **kw: shapes.append(x.shape) or run(net, x, **kw))
+    monkeypatch.setattr(onnx_module, "run_onnx", lambda net, x, **kw: runs.append((x.shape, kw)) or run(net, x, **kw))
     rng = np.random.default_rng(0)
     stack = rng.normal(100, 20, (192, 192, 7)).astype(np.float32)
-    default = Predictor("mgnet", backend="onnx")(stack)
-    assert [s[0] for s in shapes] == [3, 3, 1] and all(s[2:] == (192, 192) for s in shapes)
-    shapes.clear()
-    one = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=1))(stack)
-    assert [s[0] for s in shapes] == [1] * 7
-    assert np.abs(default.prob - one.prob).max() < 1e-4 and np.array_equal(default.label, one.label)
-    shapes.clear()
-    Predictor("mgnet", backend="onnx")(rng.normal(100, 20, (400, 400, 2)).astype(np.float32))
-    assert [s[0] for s in shapes] == [1, 1]
+    two = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=2))(stack)
+    assert sorted(s[0] for s, _ in runs) == [1, 2, 2, 2] and all(s[2:] == (192, 192) for s, _ in runs)
+    assert {kw["threads"] for _, kw in runs} == {1} and {kw["index"] for _, kw in runs} <= {0, 1}
+    runs.clear()
+    one = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=1))(stack)
+    assert [s[0] for s, _ in runs] == [3, 2, 2]
+    runs.clear()
+    single = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=1, workers=1))(stack)
+    assert [s[0] for s, _ in runs] == [1] * 7
+    for pred in (one, single):
+        assert np.abs(two.prob - pred.prob).max() < 1e-4 and np.array_equal(two.label, pred.label)
+    runs.clear()
+    Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=2))(rng.normal(100, 20, (400, 400, 1)).astype(np.float32))
+    assert [s[0] for s, _ in runs] == [1]

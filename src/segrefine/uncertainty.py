@@ -92,10 +92,17 @@ class OnnxOptions:
     2.6 GB) and the first call on a new input shape, which pays for fresh memory (page
     faults) and took 2.0-2.6x the warm call in a process holding the other methods, about
     1.0x at 2^17; the warm call is within a few per cent (``segrefine bench graph``).
+    ``workers``: how many one-thread sessions share the runs, in parallel (default: torch's
+    threads; 1: one session with torch's threads, run after run). Some of ONNX Runtime's CPU
+    kernels run on one thread (instance normalisation: 16 % of MG-Net's kernel time), so
+    two one-thread sessions on 2 cores ran MG-Net on the fetal stack about 1.15x faster
+    than one two-thread session (docs/benchmarks.md). The runs then come in a multiple of
+    ``workers``, of about equal size.
     """
 
     rewrites: tuple[str, ...] = ()
     pixels_per_run: int = 2**17
+    workers: int | None = None
 
 
 @torch.inference_mode()
@@ -114,10 +121,16 @@ def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1
         step = batch
         if backend == "onnx":
             step = max(1, min(batch, onnx.pixels_per_run // (x.shape[2] * x.shape[3])))
-            from segrefine.nets.onnx import run_onnx
+            from segrefine.nets import onnx as ort_runner
 
-            def forward(xb, net=net):
-                return torch.from_numpy(run_onnx(net, xb, dropout=dropout, rewrites=onnx.rewrites))
+            workers = torch.get_num_threads() if onnx.workers is None else onnx.workers
+
+            def forward(x, net=net):
+                count = -(-len(x) // step)  # runs of at most `step` slices, a multiple of the workers
+                runs = np.array_split(x, min(len(x), -(-count // workers) * workers))
+                logits = ort_runner.run_onnx_runs(net, runs, dropout=dropout, rewrites=onnx.rewrites,
+                                                  workers=workers)
+                return torch.from_numpy(np.concatenate(logits, 0))
         else:
             net.eval()
             if dropout:
@@ -125,10 +138,10 @@ def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1
                     if isinstance(m, torch.nn.Dropout):
                         m.train()
 
-            def forward(xb, net=net):
-                return net(torch.from_numpy(xb))
+            def forward(x, net=net):
+                return torch.cat([net(torch.from_numpy(x[i:i + step])) for i in range(0, len(x), step)], 0)
         for _ in range(passes):
-            logits = torch.cat([forward(x[i:i + step]) for i in range(0, len(x), step)], 0)
+            logits = forward(x)
             p = torch.softmax(logits, dim=2)[..., crop[0], crop[1]]  # (n, heads, C, H, W)
             outs.append(p.permute(1, 0, 2, 3, 4).numpy())
         net.eval()

@@ -20,6 +20,8 @@ import hashlib
 import io as _io
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -93,24 +95,64 @@ def export(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...]
     return path
 
 
-def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = ()):
-    sessions = net.__dict__.setdefault("_ort_sessions", {})
-    key = (dropout, tuple(rewrites))
-    sess = sessions.get(key)
-    if sess is None:
-        import onnxruntime as ort
+_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(export(net, dropout=dropout, rewrites=rewrites)), opts,
-                                    providers=["CPUExecutionProvider"])
-        sessions[key] = sess
+
+def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = (),
+            threads: int | None = None, index: int = 0):
+    """The ONNX Runtime session for ``net`` (made once): ``threads`` intra-op threads (default
+    torch's); ``index`` tells apart the one-thread sessions that run in parallel."""
+    threads = torch.get_num_threads() if threads is None else threads
+    sessions = net.__dict__.setdefault("_ort_sessions", {})
+    key = (dropout, tuple(rewrites), threads, index)
+    with _LOCK:
+        sess = sessions.get(key)
+        if sess is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            sess = ort.InferenceSession(str(export(net, dropout=dropout, rewrites=rewrites)), opts,
+                                        providers=["CPUExecutionProvider"])
+            sessions[key] = sess
     return sess
 
 
 def run_onnx(net: GroupedUNet, x: np.ndarray, *, dropout: bool = False,
-             rewrites: tuple[str, ...] = ()) -> np.ndarray:
+             rewrites: tuple[str, ...] = (), threads: int | None = None, index: int = 0) -> np.ndarray:
     """Logits for ``x`` ``(B, 1, H, W)`` float32 (``dropout``: one MC dropout sample)."""
-    return session(net, dropout=dropout, rewrites=rewrites).run(None, {"x": x})[0]
+    sess = session(net, dropout=dropout, rewrites=rewrites, threads=threads, index=index)
+    return sess.run(None, {"x": x})[0]
+
+
+def run_onnx_runs(net: GroupedUNet, runs: list[np.ndarray], *, dropout: bool = False,
+                  rewrites: tuple[str, ...] = (), workers: int = 1) -> list[np.ndarray]:
+    """Logits for each of ``runs``, in order. ``workers`` > 1: that many one-thread sessions
+    run in parallel, each taking the next run (ONNX Runtime runs some kernels, instance
+    normalisation among them, on one thread; docs/benchmarks.md); 1: one session with
+    torch's threads, run after run."""
+    workers = min(workers, len(runs))
+    if workers <= 1:
+        return [run_onnx(net, x, dropout=dropout, rewrites=rewrites) for x in runs]
+    for index in range(workers):  # made here, not in the pool's threads
+        session(net, dropout=dropout, rewrites=rewrites, threads=1, index=index)
+    out: list = [None] * len(runs)
+    todo = iter(range(len(runs)))
+    take = threading.Lock()
+
+    def work(index: int) -> None:
+        while True:
+            with take:
+                i = next(todo, None)
+            if i is None:
+                return
+            out[i] = run_onnx(net, runs[i], dropout=dropout, rewrites=rewrites, threads=1, index=index)
+
+    with _LOCK:
+        pool = _POOLS.setdefault(workers, ThreadPoolExecutor(workers, thread_name_prefix="segrefine-onnx"))
+    for future in [pool.submit(work, index) for index in range(workers)]:
+        future.result()
+    return out
