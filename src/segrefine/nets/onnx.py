@@ -152,7 +152,9 @@ def run_onnx_runs(net: GroupedUNet, runs: list[np.ndarray], *, dropout: bool = F
             out[i] = run_onnx(net, runs[i], dropout=dropout, rewrites=rewrites, threads=1, index=index)
 
     with _LOCK:
-        pool = _POOLS.setdefault(workers, ThreadPoolExecutor(workers, thread_name_prefix="segrefine-onnx"))
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="segrefine-onnx")
+        pool = _POOLS[workers]
     for future in [pool.submit(work, index) for index in range(workers)]:
         future.result()
     return out
