@@ -74,7 +74,7 @@ def test_series_zip_upload_is_an_image_of_the_datastore(series_zip, tmp_path):
         for name, body, text in (
                 ("evil.zip", _zip({"hippo4/0001.dcm": b"x", "../../evil.dcm": b"x"}),
                  "member '../../evil.dcm' names '..'"),
-                ("abs.zip", _zip({"/tmp/abs.dcm": b"x"}), "has an absolute name"),
+                ("abs.zip", _zip({"/abs.dcm": b"x"}), "has an absolute name"),
                 ("link.zip", _zip({"a.dcm": b"x"}, link="b.dcm"), "member 'b.dcm' is a symbolic link"),
                 ("text.zip", b"not a zip at all", "not a readable .zip archive"),
                 ("junk.zip", _zip({"a.dcm": b"not dicom"}), "folder holds no DICOM series")):

@@ -63,8 +63,6 @@ from segrefine.validate import as_axis, as_choice, as_number, image_map
 
 FORMAT = "segrefine-session/2"
 FORMAT_V1 = "segrefine-session/1"  # state.npz rewritten whole per action; converted on open
-#: the queue fields a verb can change (the order and expected errors are fixed at set_maps)
-QUEUE_MUTABLE = SuggestionQueue.MUTABLE
 
 
 @dataclass
@@ -200,7 +198,7 @@ class Session:
         if self.queue is not None:
             queue = self.queue.state()
             if not full:
-                queue = {k: queue[k] for k in QUEUE_MUTABLE}
+                queue = {k: queue[k] for k in SuggestionQueue.MUTABLE}
         return {"accepted": list(self.accepted), "history_len": self.history_len,
                 "pointer": self.pointer, "queue": queue,
                 "structures": [s.to_dict() for s in self.structures],
