@@ -115,17 +115,17 @@ def test_output_path_is_a_file(tmp_path, hippo_case):
 
 
 def test_onnx_backend_matches_torch(hippo_case, tmp_path, monkeypatch):
+    from segrefine.nets.inference import REWRITES
+    from segrefine.uncertainty import OnnxOptions
+
     monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path))
     vol = io.load(hippo_case[0])
     a = Predictor("mgnet", backend="torch")(vol.array)
-    b = Predictor("mgnet", backend="onnx")(vol.array)
+    b = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(precision="fp32"))(vol.array)
     assert np.abs(a.prob - b.prob).max() < 1e-3
     assert np.abs(a.uncertainty - b.uncertainty).max() < 1e-3
     assert list(tmp_path.glob("onnx/mgnet-*.onnx"))
     # the rewritten inference graph (segrefine bench graph) computes the same on ONNX Runtime
-    from segrefine.nets.inference import REWRITES
-    from segrefine.uncertainty import OnnxOptions
-
     c = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(REWRITES, 48 * 48))(vol.array)
     assert np.abs(c.prob - b.prob).max() < 1e-3
     assert list(tmp_path.glob("onnx/mgnet-*-first+skips+head.onnx"))
@@ -156,9 +156,11 @@ def test_shared_predictor_is_loaded_once_and_warmed(tmp_path, monkeypatch):
     seconds = warm_up("mgnet", shape=(40, 40, 2))
     pred = shared_predictor("mgnet")
     assert seconds > 0 and pred is shared_predictor("mgnet") and pred.backend == "onnx"
-    keys = set(pred.nets[0]._ort_sessions)  # (dropout, rewrites, threads, index)
-    assert keys == ({(False, (), 1, i) for i in range(torch.get_num_threads())} if torch.get_num_threads() > 1
-                    else {(False, (), 1, 0)})  # the training graph, dropout off, a one-thread session per worker
+    keys = set(pred.nets[0]._ort_sessions)  # (dropout, rewrites, threads, index, precision)
+    precision = pred.onnx.precision_for(pred.nets[0])  # int8 where the CPU has VNNI
+    assert keys == ({(False, (), 1, i, precision) for i in range(torch.get_num_threads())}
+                    if torch.get_num_threads() > 1 else {(False, (), 1, 0, precision)})
+    # the training graph, dropout off, a one-thread session per worker
     assert shared_predictor("mgnet", None, 0) is not pred
     shared_predictor.cache_clear()
 
@@ -167,8 +169,10 @@ def test_onnx_runs_hold_at_most_pixels_per_run(tmp_path, monkeypatch):
     """A run takes at most OnnxOptions().pixels_per_run pixels (2^17: 3 slices of 192x192,
     one larger slice alone), which bounds the memory ONNX Runtime keeps and what the first
     call on a new shape pays for (docs/benchmarks.md); with 2 workers the runs come in a
-    multiple of 2 of about equal size, each on its own one-thread session; the result does
-    not depend on either."""
+    multiple of 2 of about equal size, each on its own one-thread session, and a run left
+    over runs on one session with torch's threads; the result does not depend on either
+    (fp32 here: int8 rounds the activations, so a different split may move a probability
+    by a quantisation step)."""
     import segrefine.nets.onnx as onnx_module
     from segrefine.uncertainty import OnnxOptions
 
@@ -179,17 +183,76 @@ def test_onnx_runs_hold_at_most_pixels_per_run(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_module, "run_onnx", lambda net, x, **kw: runs.append((x.shape, kw)) or run(net, x, **kw))
     rng = np.random.default_rng(0)
     stack = rng.normal(100, 20, (192, 192, 7)).astype(np.float32)
-    two = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=2))(stack)
+    two = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=2, precision="fp32"))(stack)
     assert sorted(s[0] for s, _ in runs) == [1, 2, 2, 2] and all(s[2:] == (192, 192) for s, _ in runs)
     assert {kw["threads"] for _, kw in runs} == {1} and {kw["index"] for _, kw in runs} <= {0, 1}
     runs.clear()
-    one = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=1))(stack)
+    one = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=1, precision="fp32"))(stack)
     assert [s[0] for s, _ in runs] == [3, 2, 2]
     runs.clear()
-    single = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=1, workers=1))(stack)
+    single = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=1, workers=1,
+                                                                  precision="fp32"))(stack)
     assert [s[0] for s, _ in runs] == [1] * 7
-    for pred in (one, single):
+    runs.clear()
+    odd = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=1, workers=2,
+                                                               precision="fp32"))(stack)
+    assert [s[0] for s, _ in runs] == [1] * 7  # 6 on the two one-thread sessions, the 7th on all threads
+    assert [kw.get("threads") for _, kw in runs].count(1) == 6 and runs[-1][1].get("threads") is None
+    for pred in (one, single, odd):
         assert np.abs(two.prob - pred.prob).max() < 1e-4 and np.array_equal(two.label, pred.label)
     runs.clear()
     Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=2))(rng.normal(100, 20, (400, 400, 1)).astype(np.float32))
     assert [s[0] for s, _ in runs] == [1]
+
+
+def test_int8_quantises_the_deep_convolutions_close_to_fp32(hippo_case, tmp_path, monkeypatch):
+    """The shipped MG-Net carries its int8 calibration: int8 runs its convolutions of level 1
+    and deeper in int8 (QDQ, fused by ONNX Runtime), the first level and the head in fp32,
+    and predicts close to fp32; ``auto`` picks int8 only on a CPU with VNNI and never for MC
+    dropout; a model without calibration refuses int8."""
+    from collections import Counter
+
+    import onnx
+
+    from segrefine.errors import InputError
+    from segrefine.metrics import dice
+    from segrefine.nets.quantize import cpu_has_vnni
+    from segrefine.uncertainty import OnnxOptions
+
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path))
+    vol = io.load(hippo_case[0])
+    fp = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(precision="fp32"))(vol.array)
+    q = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(precision="int8"))
+    net = q.nets[0]
+    nodes = net.int8["nodes"]
+    assert len(nodes) == 14 and not any(n.startswith(("/down.0/", f"/dec.{net.levels - 2}/", "/head")) for n in nodes)
+    p = q(vol.array)
+    [path] = tmp_path.glob("onnx/mgnet-*-int8-*.onnx")
+    graph = onnx.load(str(path)).graph
+    ops = Counter(n.op_type for n in graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    quantised = {n.name for n in graph.node if n.op_type == "Conv"
+                 and any(i.endswith("_DequantizeLinear_Output") for i in n.input)}
+    assert quantised == set(nodes)
+    assert dice(p.label > 0, fp.label > 0) > 0.97 and np.abs(p.prob - fp.prob).mean() < 0.01
+    assert OnnxOptions().precision_for(net) == ("int8" if cpu_has_vnni() else "fp32")
+    assert OnnxOptions().precision_for(net, dropout=True) == "fp32"
+    unet = Predictor("unet", backend="onnx", onnx=OnnxOptions(precision="int8"))
+    assert OnnxOptions().precision_for(unet.nets[0]) == "fp32"
+    with pytest.raises(InputError, match="no int8 calibration"):
+        unet(vol.array)
+
+
+def test_calibrate_cli_writes_a_copy_with_the_ranges(hippo, tmp_path):
+    from segrefine.nets.checkpoint import load_network, read_checkpoint, shipped_model
+
+    out = tmp_path / "mg.pt"
+    proc = run_cli("calibrate", "--model", "mgnet", "--dataset", hippo, "--cases", "1", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    payload, shipped = read_checkpoint(out), read_checkpoint(shipped_model("mgnet"))
+    assert payload["int8"]["volumes"] == 1 and len(payload["int8"]["nodes"]) == 14
+    assert all(lo <= hi for lo, hi in payload["int8"]["ranges"].values())
+    assert all(torch.equal(v, shipped["state_dict"][k]) for k, v in payload["state_dict"].items())
+    assert load_network(out).int8 == payload["int8"]
+    bad = run_cli("calibrate", "--model", "mgnet", "--dataset", hippo, "--cases", "0", "--out", tmp_path / "x.pt")
+    assert bad.returncode == 2 and "--cases must be at least 1" in bad.stderr and not (tmp_path / "x.pt").exists()

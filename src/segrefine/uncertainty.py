@@ -24,6 +24,7 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.nets.checkpoint import load_network, shipped_model
+from segrefine.nets.quantize import cpu_has_vnni
 from segrefine.nets.segnet import GroupedUNet
 from segrefine.preprocess import from_slices, normalise, pad_to_multiple, to_slices
 from segrefine.validate import as_axis, as_volume
@@ -97,12 +98,26 @@ class OnnxOptions:
     kernels run on one thread (instance normalisation: 16 % of MG-Net's kernel time), so
     two one-thread sessions on 2 cores ran MG-Net on the fetal stack about 1.15x faster
     than one two-thread session (docs/benchmarks.md). The runs then come in a multiple of
-    ``workers``, of about equal size.
+    ``workers``, of about equal size; the runs past the last multiple run on one session
+    with torch's threads. ``precision``: ``fp32``, ``int8`` (the convolutions of level 1
+    and deeper in int8, from the calibration in the checkpoint:
+    :mod:`segrefine.nets.quantize`) or ``auto``: int8 where the checkpoint carries a
+    calibration, the CPU reports VNNI (where int8 was measured faster) and the graph is the
+    training graph with dropout off; fp32 otherwise (MC dropout, a model without
+    calibration, rewrites, a CPU without VNNI).
     """
 
     rewrites: tuple[str, ...] = ()
     pixels_per_run: int = 2**17
     workers: int | None = None
+    precision: str = "auto"
+
+    def precision_for(self, net: GroupedUNet, *, dropout: bool = False) -> str:
+        """The precision ``net`` runs at under these options."""
+        if self.precision != "auto":
+            return self.precision
+        usable = getattr(net, "int8", None) and not dropout and not self.rewrites
+        return "int8" if usable and cpu_has_vnni() else "fp32"
 
 
 @torch.inference_mode()
@@ -129,7 +144,8 @@ def _class_probs(nets: list[GroupedUNet], slices: np.ndarray, *, passes: int = 1
                 count = -(-len(x) // step)  # runs of at most `step` slices, a multiple of the workers
                 runs = np.array_split(x, min(len(x), -(-count // workers) * workers))
                 logits = ort_runner.run_onnx_runs(net, runs, dropout=dropout, rewrites=onnx.rewrites,
-                                                  workers=workers)
+                                                  workers=workers,
+                                                  precision=onnx.precision_for(net, dropout=dropout))
                 return torch.from_numpy(np.concatenate(logits, 0))
         else:
             net.eval()

@@ -223,6 +223,37 @@ def evaluate(
 
 @app.command()
 @friendly
+def calibrate(
+    model: str = typer.Option(..., "--model", help="Checkpoint or shipped model name (e.g. mgnet)."),
+    dataset: Path = typer.Option(..., "--dataset", help="Decathlon-layout folder (imagesTr) with its splits.json."),
+    split: str = typer.Option("train", help="Split whose images calibrate (never the reported one)."),
+    cases: int = typer.Option(12, help="How many of the split's cases (its first ones)."),
+    out: Path | None = typer.Option(None, "--out", help="Checkpoint to write (default: MODEL itself, in place)."),
+):
+    """Store int8 activation ranges in a checkpoint: with them, ONNX Runtime runs the deeper
+    convolutions in int8 on CPUs with VNNI (docs/models.md).
+
+    Example: segrefine calibrate --model mgnet.pt --dataset ../shared/data/hippocampus
+    """
+    from segrefine import io
+    from segrefine.datasets import split_cases
+    from segrefine.nets.checkpoint import load_network, model_path, write_calibration
+    from segrefine.nets.quantize import calibrate as run_calibration
+
+    if cases < 1:
+        raise InputError(f"--cases must be at least 1, got {cases}")
+    source = model_path(model)
+    net = load_network(source)
+    chosen = split_cases(dataset, split)[:cases]
+    calibration = run_calibration(net, [io.load(c.image).array for c in chosen],
+                                  source=f"{dataset.name} {split} split, first {len(chosen)} cases")
+    target = write_calibration(source, calibration, out)
+    console.print(f"{target}: int8 ranges for {len(calibration['nodes'])} convolutions "
+                  f"from {len(chosen)} {split} cases")
+
+
+@app.command()
+@friendly
 def demo(
     input: Path | None = typer.Option(None, "--input", help="Your own image file or folder."),
     labels: Path | None = typer.Option(None, "--labels", help="Reference labels for --input (optional)."),

@@ -3,8 +3,10 @@
 A checkpoint is a ``torch.save`` dict: ``format`` (``"segrefine-net/1"``),
 ``config`` (:class:`NetConfig` as a dict), ``state_dict`` (fp16 floating
 tensors, to keep the shipped models small), ``summary`` (training settings
-and history) and ``card`` (the model card, :mod:`segrefine.nets.card`; absent
-in checkpoints written before cards existed: :func:`write_card` adds one).
+and history), ``card`` (the model card, :mod:`segrefine.nets.card`; absent
+in checkpoints written before cards existed: :func:`write_card` adds one) and
+``int8`` (optional: the activation ranges for int8 inference,
+:mod:`segrefine.nets.quantize`; :func:`write_calibration` adds them).
 Loading needs nothing else.
 """
 
@@ -46,6 +48,19 @@ def write_card(path: str | Path, card: dict) -> Path:
     return path
 
 
+def write_calibration(path: str | Path, calibration: dict, out: str | Path | None = None) -> Path:
+    """Store the int8 ``calibration`` (:func:`segrefine.nets.quantize.calibrate`) in the
+    checkpoint ``path``, or in a copy of it at ``out`` (weights, configuration, summary and
+    card unchanged)."""
+    payload = read_checkpoint(path)
+    payload["int8"] = calibration
+    path = Path(out if out is not None else path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
@@ -75,6 +90,7 @@ def load_network(path: str | Path, *, arch: str | None = None) -> GroupedUNet:
     net.eval()
     net.summary = payload.get("summary", {})
     net.card = payload.get("card")
+    net.int8 = payload.get("int8")
     net.source = str(path)
     return net
 

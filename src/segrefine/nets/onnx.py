@@ -10,7 +10,9 @@ inference graph of :mod:`segrefine.nets.inference`): dropout off (``dropout=Fals
 members) and dropout kept on (``dropout=True``: MC dropout), where every dropout
 layer becomes ``x * (U(0, 1) >= p) / (1 - p)`` with a fresh uniform draw at every
 run (ONNX ``RandomUniformLike``), so MC dropout runs on the same runtime as the
-methods it is compared with.
+methods it is compared with. With ``precision="int8"`` the training graph with dropout off
+has its deeper convolutions quantised (:mod:`segrefine.nets.quantize`, from the ranges in
+the checkpoint).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segrefine.errors import InputError
 from segrefine.io import atomic_path
 from segrefine.nets.inference import InferenceGraph
+from segrefine.nets.quantize import calibration_key, quantized_model
 from segrefine.nets.segnet import GroupedUNet
 
 
@@ -74,9 +78,18 @@ def _graph_tag(rewrites: tuple[str, ...]) -> str:
     return "-" + "+".join(rewrites) if rewrites else ""
 
 
-def export(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = ()) -> Path:
+PRECISIONS = ("fp32", "int8")
+
+
+def export(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = (),
+           precision: str = "fp32") -> Path:
     """The ONNX file of ``net``'s inference graph with ``rewrites`` (() = the training graph as
-    it is), exported once per weights, graph and dropout mode."""
+    it is), exported once per weights, graph, dropout mode and precision (``int8``: the
+    training graph with dropout off, quantised with the checkpoint's calibration)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8":
+        return _export_int8(net, dropout=dropout, rewrites=rewrites)
     tag = "-mc" if dropout else ""
     path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}{_graph_tag(rewrites)}{tag}.onnx"
     if path.exists():
@@ -95,17 +108,31 @@ def export(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...]
     return path
 
 
+def _export_int8(net: GroupedUNet, *, dropout: bool, rewrites: tuple[str, ...]) -> Path:
+    calibration = getattr(net, "int8", None)
+    if not calibration:
+        raise InputError(f"{getattr(net, 'source', 'this model')}: no int8 calibration in the checkpoint "
+                         "(segrefine calibrate adds one); use precision fp32")
+    if dropout or rewrites:
+        raise InputError("int8 runs the training graph with dropout off only (no rewrites, no MC dropout)")
+    path = cache_dir() / f"{net.config.arch}-{_fingerprint(net)}-int8-{calibration_key(calibration)}.onnx"
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            quantized_model(export(net), calibration, tmp)
+    return path
+
+
 _LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...] = (),
-            threads: int | None = None, index: int = 0):
+            threads: int | None = None, index: int = 0, precision: str = "fp32"):
     """The ONNX Runtime session for ``net`` (made once): ``threads`` intra-op threads (default
     torch's); ``index`` tells apart the one-thread sessions that run in parallel."""
     threads = torch.get_num_threads() if threads is None else threads
     sessions = net.__dict__.setdefault("_ort_sessions", {})
-    key = (dropout, tuple(rewrites), threads, index)
+    key = (dropout, tuple(rewrites), threads, index, precision)
     with _LOCK:
         sess = sessions.get(key)
         if sess is None:
@@ -115,46 +142,50 @@ def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            sess = ort.InferenceSession(str(export(net, dropout=dropout, rewrites=rewrites)), opts,
+            sess = ort.InferenceSession(str(export(net, dropout=dropout, rewrites=rewrites, precision=precision)), opts,
                                         providers=["CPUExecutionProvider"])
             sessions[key] = sess
     return sess
 
 
-def run_onnx(net: GroupedUNet, x: np.ndarray, *, dropout: bool = False,
-             rewrites: tuple[str, ...] = (), threads: int | None = None, index: int = 0) -> np.ndarray:
+def run_onnx(net: GroupedUNet, x: np.ndarray, *, dropout: bool = False, rewrites: tuple[str, ...] = (),
+             threads: int | None = None, index: int = 0, precision: str = "fp32") -> np.ndarray:
     """Logits for ``x`` ``(B, 1, H, W)`` float32 (``dropout``: one MC dropout sample)."""
-    sess = session(net, dropout=dropout, rewrites=rewrites, threads=threads, index=index)
+    sess = session(net, dropout=dropout, rewrites=rewrites, threads=threads, index=index, precision=precision)
     return sess.run(None, {"x": x})[0]
 
 
 def run_onnx_runs(net: GroupedUNet, runs: list[np.ndarray], *, dropout: bool = False,
-                  rewrites: tuple[str, ...] = (), workers: int = 1) -> list[np.ndarray]:
+                  rewrites: tuple[str, ...] = (), workers: int = 1, precision: str = "fp32") -> list[np.ndarray]:
     """Logits for each of ``runs``, in order. ``workers`` > 1: that many one-thread sessions
     run in parallel, each taking the next run (ONNX Runtime runs some kernels, instance
-    normalisation among them, on one thread; docs/benchmarks.md); 1: one session with
-    torch's threads, run after run."""
-    workers = min(workers, len(runs))
-    if workers <= 1:
-        return [run_onnx(net, x, dropout=dropout, rewrites=rewrites) for x in runs]
-    for index in range(workers):  # made here, not in the pool's threads
-        session(net, dropout=dropout, rewrites=rewrites, threads=1, index=index)
+    normalisation among them, on one thread; docs/benchmarks.md); the runs past the last
+    multiple of ``workers`` (19 one-slice runs on 2 workers: the last one) then run on one
+    session with torch's threads instead of on one worker while the others wait. 1: one
+    session with torch's threads, run after run."""
+    shared = len(runs) - len(runs) % workers if workers > 1 else 0
     out: list = [None] * len(runs)
-    todo = iter(range(len(runs)))
-    take = threading.Lock()
+    if shared:
+        for index in range(workers):  # made here, not in the pool's threads
+            session(net, dropout=dropout, rewrites=rewrites, threads=1, index=index, precision=precision)
+        todo = iter(range(shared))
+        take = threading.Lock()
 
-    def work(index: int) -> None:
-        while True:
-            with take:
-                i = next(todo, None)
-            if i is None:
-                return
-            out[i] = run_onnx(net, runs[i], dropout=dropout, rewrites=rewrites, threads=1, index=index)
+        def work(index: int) -> None:
+            while True:
+                with take:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                out[i] = run_onnx(net, runs[i], dropout=dropout, rewrites=rewrites, threads=1, index=index,
+                                  precision=precision)
 
-    with _LOCK:
-        if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="segrefine-onnx")
-        pool = _POOLS[workers]
-    for future in [pool.submit(work, index) for index in range(workers)]:
-        future.result()
+        with _LOCK:
+            if workers not in _POOLS:
+                _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="segrefine-onnx")
+            pool = _POOLS[workers]
+        for future in [pool.submit(work, index) for index in range(workers)]:
+            future.result()
+    for i in range(shared, len(runs)):
+        out[i] = run_onnx(net, runs[i], dropout=dropout, rewrites=rewrites, precision=precision)
     return out
