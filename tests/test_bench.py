@@ -122,15 +122,17 @@ def test_bench_uncertainty_same_runtime_and_never_tunes_on_reported_cases(hippo,
     out = tmp_path / "unc.json"
     run_cli("bench", "uncertainty", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
             "--json", out, "--splits", splits, "--split", "", "--max-cases", 1, "--passes", 2,
-            "--methods", "unet,mcdropout,mgnet", check=True)
+            "--methods", "unet,mcdropout,mgnet,mgnet_fp32", check=True)
     data = json.loads(out.read_text())
-    assert set(data["summary"]) == {"unet", "mcdropout", "mgnet"}
+    assert set(data["summary"]) == {"unet", "mcdropout", "mgnet", "mgnet_fp32"}
     reported = {c["case"] for res in data["results"].values() for c in res["cases"]}
     assert names[0] not in reported and len(reported) == 1
     runtimes = {k: s["runtime"] for k, s in data["summary"].items()}
     assert runtimes["mcdropout"].endswith("2 passes") and runtimes["mgnet"].endswith("1 pass")
     assert len({r.split(",")[0] for r in runtimes.values()}) == 1  # one runtime for every row
-    assert data["ratios"]["mcdropout_over_mgnet_time"] > 0
+    assert runtimes["mcdropout"] == "ONNX Runtime, fp32, 2 passes" and runtimes["mgnet_fp32"] == "ONNX Runtime, fp32, 1 pass"
+    assert runtimes["mgnet"] in ("ONNX Runtime, fp32, 1 pass", "ONNX Runtime, int8 (levels >= 1), 1 pass")
+    assert data["ratios"]["mcdropout_over_mgnet_time"] > 0 and data["ratios"]["mcdropout_over_mgnet_fp32_time"] > 0
     assert "same runtime" in out.with_suffix(".md").read_text()
     bad = run_cli("bench", "uncertainty", "--images", hippo / "imagesTr", "--labels", hippo / "labelsTr",
                   "--json", tmp_path / "x.json", "--methods", "unet")
@@ -146,11 +148,11 @@ def test_bench_graph_times_every_variant_against_the_earlier_default(hippo, tmp_
             "--repeats", 1, "--methods", "unet", check=True)
     rows = json.loads(out.read_text())["results"]["unet"]
     names = list(rows)
-    assert names[0] == "training graph, 32 slices per run" and names[-1].endswith("(default)")
-    assert names[-1] == "training graph, 2^17 pixels per run, a one-thread session per torch thread (default)"
-    assert rows[names[0]]["fetal_speedup"] == 1.0 and len(names) == 7
+    assert names[0] == "training graph, 32 slices per run" and names[-1].startswith("the default")
+    assert names[-2] == "training graph, 2^17 pixels per run, a one-thread session per torch thread, fp32"
+    assert rows[names[0]]["fetal_speedup"] == 1.0 and len(names) == 8  # no int8 rows: the U-Net has no calibration
     assert all(r["fetal_median_s"] > 0 and r["hippocampus_median_s"] > 0 for r in rows.values())
     assert all(r["first_fetal_call_minor_faults"] >= 0 and r["first_over_warm"] > 0 for r in rows.values())
-    assert out.with_suffix(".md").read_text().count("| unet |") == 7
+    assert out.with_suffix(".md").read_text().count("| unet |") == 8
     bad = run_cli("bench", "graph", "--json", out, "--methods", "resnet")
     assert bad.returncode != 0 and "--methods" in bad.stderr

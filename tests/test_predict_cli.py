@@ -216,6 +216,7 @@ def test_int8_quantises_the_deep_convolutions_close_to_fp32(hippo_case, tmp_path
 
     from segrefine.errors import InputError
     from segrefine.metrics import dice
+    from segrefine.nets.onnx import export
     from segrefine.nets.quantize import cpu_has_vnni
     from segrefine.uncertainty import OnnxOptions
 
@@ -237,10 +238,28 @@ def test_int8_quantises_the_deep_convolutions_close_to_fp32(hippo_case, tmp_path
     assert dice(p.label > 0, fp.label > 0) > 0.97 and np.abs(p.prob - fp.prob).mean() < 0.01
     assert OnnxOptions().precision_for(net) == ("int8" if cpu_has_vnni() else "fp32")
     assert OnnxOptions().precision_for(net, dropout=True) == "fp32"
-    unet = Predictor("unet", backend="onnx", onnx=OnnxOptions(precision="int8"))
+    unet = Predictor("unet", backend="onnx")
     assert OnnxOptions().precision_for(unet.nets[0]) == "fp32"
-    with pytest.raises(InputError, match="no int8 calibration"):
-        unet(vol.array)
+    with pytest.raises(InputError, match="unet_hippocampus.pt has none"):
+        Predictor("unet", backend="onnx", onnx=OnnxOptions(precision="int8"))
+    with pytest.raises(InputError, match="no int8 calibration"):  # below the Predictor's check
+        export(unet.nets[0], precision="int8")
+
+
+def test_predict_precision_option(hippo_case, tmp_path):
+    """--precision fp32 gives the fp32 result on any CPU; bad values and int8 without a
+    calibration are refused with one line, before anything is written."""
+    from segrefine.uncertainty import OnnxOptions
+
+    out = tmp_path / "fp32"
+    run_cli("predict", "-i", hippo_case[0], "-o", out, "--precision", "fp32", check=True)
+    ref = Predictor("mgnet", onnx=OnnxOptions(precision="fp32"))(io.load(hippo_case[0]).array)
+    assert np.array_equal(io.load(out / "hippocampus_014.nii.gz").array, ref.label)
+    bad = run_cli("predict", "-i", hippo_case[0], "-o", tmp_path / "a", "--precision", "bf16")
+    assert bad.returncode == 2 and "--precision must be one of auto, fp32, int8" in bad.stderr
+    bad = run_cli("predict", "-i", hippo_case[0], "-o", tmp_path / "b", "--precision", "int8", "--method", "unet")
+    assert bad.returncode == 2 and "--precision int8 needs" in bad.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_calibrate_cli_writes_a_copy_with_the_ranges(hippo, tmp_path):

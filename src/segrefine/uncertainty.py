@@ -30,6 +30,7 @@ from segrefine.preprocess import from_slices, normalise, pad_to_multiple, to_sli
 from segrefine.validate import as_axis, as_volume
 
 METHODS = ("mgnet", "unet", "mcdropout", "ensemble")
+PRECISIONS = ("auto", "fp32", "int8")
 UNCERTAINTY_KINDS = ("variance", "entropy")
 
 
@@ -235,6 +236,14 @@ class Predictor:
             raise InputError(f"--backend must be auto, torch or onnx, got {backend!r}")
         if backend == "auto":
             backend = "onnx" if _has_onnxruntime() else "torch"
+        if onnx.precision not in PRECISIONS:
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {onnx.precision!r}")
+        if onnx.precision == "int8":
+            lacking = [n for n in self.nets if not getattr(n, "int8", None)]
+            if backend != "onnx" or method == "mcdropout" or lacking:
+                raise InputError("--precision int8 needs ONNX Runtime, a method other than mcdropout and a model "
+                                 "with an int8 calibration (segrefine calibrate)"
+                                 + (f"; {lacking[0].source} has none" if lacking else ""))
         self.backend, self.onnx = backend, onnx
 
     def __call__(self, image: np.ndarray, *, keep_samples: bool = False) -> Prediction:

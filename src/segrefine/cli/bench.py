@@ -161,9 +161,11 @@ def bench_uncertainty(
     cache: Path = typer.Option(Path("bench_out/ensemble"), help="Where trained ensemble members are cached."),
     fetal: Path | None = typer.Option(None, help="Fetal stack for the speed column (default: the shared a26_12)."),
     max_cases: int | None = typer.Option(None, help="Use only the first N cases of each split (quick runs)."),
-    methods: str = typer.Option("unet,mcdropout,ensemble,mgnet", help="Rows to run (mcdropout and mgnet always)."),
+    methods: str = typer.Option("unet,mcdropout,ensemble,mgnet,mgnet_fp32",
+                                help="Rows to run (mcdropout and mgnet always; mgnet_fp32: MG-Net in fp32, "
+                                     "where its default is int8)."),
 ):
-    """Table 1: U-Net, MC dropout, ensemble and MG-Net (parameters, time, Dice, ASSD, UEO, RVE, AUROC).
+    """Table 1: U-Net, MC dropout, ensemble and MG-Net (int8 and fp32) (parameters, time, Dice, ASSD, UEO, RVE, AUROC).
 
     Example: segrefine bench uncertainty --images ../shared/data/hippocampus/imagesTr
              --labels ../shared/data/hippocampus/labelsTr --json bench_out/uncertainty.json

@@ -136,6 +136,9 @@ def predict(
     axis: int = typer.Option(2, help="Slice axis (0, 1 or 2)."),
     uncertainty: str = typer.Option("variance", help="variance | entropy (bits)."),
     format: str = typer.Option("nifti", "--format", help="nifti | dicom-seg (input: a DICOM series folder)."),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | int8: auto runs a calibrated "
+                                                               "model's deeper convolutions in int8 on a CPU "
+                                                               "with VNNI, fp32 otherwise (docs/models.md)."),
     workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP),
     scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
@@ -147,20 +150,24 @@ def predict(
     With --workers or --scheduler, -i may also be a list file (.txt) or a Decathlon dataset (docs/cohort.md).
     Example: segrefine predict -i ../shared/data/fetal_stacks/images -o out --method mgnet
     """
+    from segrefine.uncertainty import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if cohort_mode(workers, scheduler, overwrite=overwrite, split=split):
         from segrefine.nets.checkpoint import model_path
 
         if format != "nifti":
             raise InputError("--format dicom-seg writes one series; it does not go with --workers / --scheduler")
         options = {"method": method, "models": [str(model_path(m)) for m in model or []], "passes": passes,
-                   "axis": axis, "uncertainty": uncertainty}
+                   "axis": axis, "uncertainty": uncertainty, "precision": precision}
         run_cohort_cli("predict", input, output, options, workers=workers, scheduler=scheduler,
                        overwrite=overwrite, split=split)
         return
     from segrefine.dicomseg import is_dicom_series
     from segrefine.io import check_writable_dir, list_images
     from segrefine.predict import load_inputs, predict_files
-    from segrefine.uncertainty import Predictor
+    from segrefine.uncertainty import OnnxOptions, Predictor
 
     if format not in ("nifti", "dicom-seg"):
         raise InputError(f"--format must be nifti or dicom-seg, got {format!r}")
@@ -171,7 +178,7 @@ def predict(
     from segrefine.nets.checkpoint import model_path
 
     predictor = Predictor(method, models=[model_path(m) for m in model] if model else None, passes=passes,
-                          axis=axis, uncertainty=uncertainty)
+                          axis=axis, uncertainty=uncertainty, onnx=OnnxOptions(precision=precision))
     warn_if_unlike(predictor, volumes, axis)
     check_writable_dir(output)
     if format == "dicom-seg":

@@ -99,13 +99,13 @@ _LOADS = {"count": 0}
 
 @functools.lru_cache(maxsize=4)
 def cached_predictor(method: str, models: tuple[str, ...] = (), passes: int = 10, axis: int = 2,
-                     uncertainty: str = "variance", backend: str = "auto"):
+                     uncertainty: str = "variance", backend: str = "auto", precision: str = "auto"):
     """One :class:`~segrefine.uncertainty.Predictor` per process and settings (a worker's model)."""
-    from segrefine.uncertainty import Predictor
+    from segrefine.uncertainty import OnnxOptions, Predictor
 
     _LOADS["count"] += 1
     return Predictor(method, models=list(models) or None, passes=passes, axis=axis,
-                     uncertainty=uncertainty, backend=backend)
+                     uncertainty=uncertainty, backend=backend, onnx=OnnxOptions(precision=precision))
 
 
 def predictor_for(kind: str, options: dict):
@@ -113,7 +113,7 @@ def predictor_for(kind: str, options: dict):
     if kind == "predict":
         return cached_predictor(options.get("method", "mgnet"), tuple(options.get("models") or ()),
                                 int(options.get("passes", 10)), int(options.get("axis", 2)),
-                                options.get("uncertainty", "variance"))
+                                options.get("uncertainty", "variance"), "auto", options.get("precision", "auto"))
     if kind == "refine-gcn":
         # torch, not ONNX Runtime: its dropout masks follow torch's seed, set per case, so a case
         # gives the same passes on any worker, in any order
