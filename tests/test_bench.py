@@ -130,7 +130,8 @@ def test_bench_uncertainty_same_runtime_and_never_tunes_on_reported_cases(hippo,
     runtimes = {k: s["runtime"] for k, s in data["summary"].items()}
     assert runtimes["mcdropout"].endswith("2 passes") and runtimes["mgnet"].endswith("1 pass")
     assert len({r.split(",")[0] for r in runtimes.values()}) == 1  # one runtime for every row
-    assert runtimes["mcdropout"] == "ONNX Runtime, fp32, 2 passes" and runtimes["mgnet_fp32"] == "ONNX Runtime, fp32, 1 pass"
+    assert runtimes["mcdropout"] == "ONNX Runtime, fp32, 2 passes"
+    assert runtimes["mgnet_fp32"] == "ONNX Runtime, fp32, 1 pass"
     assert runtimes["mgnet"] in ("ONNX Runtime, fp32, 1 pass", "ONNX Runtime, int8 (levels >= 1), 1 pass")
     assert data["ratios"]["mcdropout_over_mgnet_time"] > 0 and data["ratios"]["mcdropout_over_mgnet_fp32_time"] > 0
     assert "same runtime" in out.with_suffix(".md").read_text()

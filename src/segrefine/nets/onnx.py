@@ -142,8 +142,8 @@ def session(net: GroupedUNet, *, dropout: bool = False, rewrites: tuple[str, ...
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            sess = ort.InferenceSession(str(export(net, dropout=dropout, rewrites=rewrites, precision=precision)), opts,
-                                        providers=["CPUExecutionProvider"])
+            path = export(net, dropout=dropout, rewrites=rewrites, precision=precision)
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             sessions[key] = sess
     return sess
 
