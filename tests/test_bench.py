@@ -150,10 +150,10 @@ def test_bench_graph_times_every_variant_against_the_earlier_default(hippo, tmp_
     rows = json.loads(out.read_text())["results"]["unet"]
     names = list(rows)
     assert names[0] == "training graph, 32 slices per run" and names[-1].startswith("the default")
-    assert names[-2] == "training graph, 2^17 pixels per run, a one-thread session per torch thread, fp32"
-    assert rows[names[0]]["fetal_speedup"] == 1.0 and len(names) == 8  # no int8 rows: the U-Net has no calibration
+    assert names[-2] == "training graph, 2^16 pixels per run, a one-thread session per torch thread, fp32"
+    assert rows[names[0]]["fetal_speedup"] == 1.0 and len(names) == 9  # no int8 rows: the U-Net has no calibration
     assert all(r["fetal_median_s"] > 0 and r["hippocampus_median_s"] > 0 for r in rows.values())
     assert all(r["first_fetal_call_minor_faults"] >= 0 and r["first_over_warm"] > 0 for r in rows.values())
-    assert out.with_suffix(".md").read_text().count("| unet |") == 8
+    assert out.with_suffix(".md").read_text().count("| unet |") == 9
     bad = run_cli("bench", "graph", "--json", out, "--methods", "resnet")
     assert bad.returncode != 0 and "--methods" in bad.stderr

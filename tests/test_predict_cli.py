@@ -166,8 +166,8 @@ def test_shared_predictor_is_loaded_once_and_warmed(tmp_path, monkeypatch):
 
 
 def test_onnx_runs_hold_at_most_pixels_per_run(tmp_path, monkeypatch):
-    """A run takes at most OnnxOptions().pixels_per_run pixels (2^17: 3 slices of 192x192,
-    one larger slice alone), which bounds the memory ONNX Runtime keeps and what the first
+    """A run takes at most OnnxOptions().pixels_per_run pixels (2^16: one 192x192 slice; at
+    2^17 3 slices; a larger slice alone), which bounds the memory ONNX Runtime keeps and what the first
     call on a new shape pays for (docs/benchmarks.md); with 2 workers the runs come in a
     multiple of 2 of about equal size, each on its own one-thread session, and a run left
     over runs on one session with torch's threads; the result does not depend on either
@@ -177,26 +177,27 @@ def test_onnx_runs_hold_at_most_pixels_per_run(tmp_path, monkeypatch):
     from segrefine.uncertainty import OnnxOptions
 
     monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path))
-    assert OnnxOptions().pixels_per_run == 2**17
+    assert OnnxOptions().pixels_per_run == 2**16
     runs = []
     run = onnx_module.run_onnx
     monkeypatch.setattr(onnx_module, "run_onnx", lambda net, x, **kw: runs.append((x.shape, kw)) or run(net, x, **kw))
     rng = np.random.default_rng(0)
     stack = rng.normal(100, 20, (192, 192, 7)).astype(np.float32)
-    two = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=2, precision="fp32"))(stack)
+    two = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=2**17, workers=2,
+                                                               precision="fp32"))(stack)
     assert sorted(s[0] for s, _ in runs) == [1, 2, 2, 2] and all(s[2:] == (192, 192) for s, _ in runs)
     assert {kw["threads"] for _, kw in runs} == {1} and {kw["index"] for _, kw in runs} <= {0, 1}
     runs.clear()
-    one = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=1, precision="fp32"))(stack)
+    one = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=2**17, workers=1,
+                                                               precision="fp32"))(stack)
     assert [s[0] for s, _ in runs] == [3, 2, 2]
     runs.clear()
     single = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=1, workers=1,
                                                                   precision="fp32"))(stack)
     assert [s[0] for s, _ in runs] == [1] * 7
     runs.clear()
-    odd = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(pixels_per_run=1, workers=2,
-                                                               precision="fp32"))(stack)
-    assert [s[0] for s, _ in runs] == [1] * 7  # 6 on the two one-thread sessions, the 7th on all threads
+    odd = Predictor("mgnet", backend="onnx", onnx=OnnxOptions(workers=2, precision="fp32"))(stack)
+    assert [s[0] for s, _ in runs] == [1] * 7  # the default: 6 on the two one-thread sessions, the 7th on all threads
     assert [kw.get("threads") for _, kw in runs].count(1) == 6 and runs[-1][1].get("threads") is None
     for pred in (one, single, odd):
         assert np.abs(two.prob - pred.prob).max() < 1e-4 and np.array_equal(two.label, pred.label)

@@ -88,12 +88,14 @@ class OnnxOptions:
     default () exports the training graph as it is: the rewrites were not measurably
     faster end to end (``segrefine bench graph``, docs/benchmarks.md). ``pixels_per_run``:
     slices per run (at most the predictor's batch of 32), as many as fit in this many
-    pixels, at least one: 3 slices of the 192x192 fetal stack a run, one 512x512 CT slice.
-    Against 2^20 pixels (the 19 fetal slices in one run, the previous default) it bounds the
-    memory ONNX Runtime keeps (MG-Net's process after a fetal stack: about 0.8 instead of
-    2.6 GB) and the first call on a new input shape, which pays for fresh memory (page
-    faults) and took 2.0-2.6x the warm call in a process holding the other methods, about
-    1.0x at 2^17; the warm call is within a few per cent (``segrefine bench graph``).
+    pixels, at least one: 2^16, one slice of the 192x192 fetal stack a run, one 512x512 CT
+    slice, 21 hippocampus slices. Against 2^20 pixels (the 19 fetal slices in one run, an
+    earlier default) it bounds the memory ONNX Runtime keeps (MG-Net's process after a
+    fetal stack: about 0.8 instead of 2.6 GB at 2^17) and the first call on a new input
+    shape, which pays for fresh memory (page faults) and took 2.0-2.6x the warm call in a
+    process holding the other methods; against 2^17 (3 fetal slices, the previous default)
+    it halves the first fetal call's page faults and ran the fetal stack 1.08-1.11x faster
+    in int8 on the Intel host (``segrefine bench graph``, docs/benchmarks.md).
     ``workers``: how many one-thread sessions share the runs, in parallel (default: torch's
     threads; 1: one session with torch's threads, run after run). Some of ONNX Runtime's CPU
     kernels run on one thread (instance normalisation: 16 % of MG-Net's kernel time), so
@@ -109,7 +111,7 @@ class OnnxOptions:
     """
 
     rewrites: tuple[str, ...] = ()
-    pixels_per_run: int = 2**17
+    pixels_per_run: int = 2**16
     workers: int | None = None
     precision: str = "auto"
 

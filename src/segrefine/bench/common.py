@@ -14,19 +14,26 @@ from segrefine.datasets import Case, load_splits, pair_folders, select
 from segrefine.io import atomic_path
 
 
+#: the instruction-set flags that decide the speed of the networks (int8 needs VNNI to pay)
+SIMD_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}
+
+
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == platform.processor():
                 cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_flags": sorted(flags & SIMD_FLAGS)}
 
 
 def command_line() -> str:

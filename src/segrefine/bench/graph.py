@@ -5,10 +5,10 @@ and 32 slices per run (the first default), each rewrite of :mod:`segrefine.nets.
 alone and all of them (2^20 pixels per run), all of them with one 192x192 slice per run,
 the training graph at 2^20 pixels per run (an earlier default: the 19 slices of the fetal
 stack in one run), at 2^18 and at 2^17 (the previous default: 3 fetal slices, one slice of a
-512x512 CT), all on one session with torch's threads, in fp32; the default in fp32 (2^17
-pixels, the runs shared by one one-thread session per torch thread, in parallel, a run left
-over on one session with torch's threads); for MG-Net the same with its deeper convolutions
-in int8 at 2^17 pixels and at one fetal slice per run (2^16); and the default as it is (int8
+512x512 CT), all on one session with torch's threads, in fp32; the runs shared by one
+one-thread session per torch thread, in parallel (a run left over on one session with
+torch's threads), at 2^17 pixels (the previous default) and at 2^16 (one fetal slice a run),
+in fp32 and for MG-Net with its deeper convolutions in int8; and the default as it is (int8
 for a calibrated model on a CPU with VNNI, :class:`segrefine.uncertainty.OnnxOptions`).
 The first call on the fetal shape is timed after the variant has run the hippocampus
 volumes (sessions made, warm on other shapes), with the minor page faults and the system
@@ -34,9 +34,8 @@ from segrefine.nets.inference import REWRITES
 from segrefine.uncertainty import OnnxOptions, Predictor
 
 BEFORE = "training graph, 32 slices per run"
-_PIXELS = f"2^{OnnxOptions().pixels_per_run.bit_length() - 1} pixels per run"
 DEFAULT = "the default (int8 where the CPU has VNNI and the model a calibration)"
-DEFAULT_FP32 = f"training graph, {_PIXELS}, a one-thread session per torch thread, fp32"
+PARALLEL = "a one-thread session per torch thread"
 
 
 def variants(method: str) -> dict[str, OnnxOptions]:
@@ -52,12 +51,14 @@ def variants(method: str) -> dict[str, OnnxOptions]:
     out["training graph, 2^18 pixels per run"] = OnnxOptions((), 2**18, workers=1, precision="fp32")
     out["training graph, 2^17 pixels per run (an earlier default)"] = OnnxOptions((), 2**17, workers=1,
                                                                                   precision="fp32")
-    out[DEFAULT_FP32] = OnnxOptions(precision="fp32")
+    out[f"training graph, 2^17 pixels per run, {PARALLEL}, fp32 (the previous default)"] = \
+        OnnxOptions(pixels_per_run=2**17, precision="fp32")
+    out[f"training graph, 2^16 pixels per run, {PARALLEL}, fp32"] = OnnxOptions(pixels_per_run=2**16,
+                                                                                 precision="fp32")
     if method == "mgnet":
-        out[f"training graph, {_PIXELS}, a one-thread session per torch thread, int8 levels >= 1"] = \
-            OnnxOptions(precision="int8")
-        out["training graph, 2^16 pixels per run, a one-thread session per torch thread, int8 levels >= 1"] = \
-            OnnxOptions(pixels_per_run=2**16, precision="int8")
+        for bits in (17, 16):
+            out[f"training graph, 2^{bits} pixels per run, {PARALLEL}, int8 levels >= 1"] = \
+                OnnxOptions(pixels_per_run=2**bits, precision="int8")
     out[DEFAULT] = OnnxOptions()
     return out
 
