@@ -24,13 +24,14 @@ import torch
 
 from segrefine.errors import InputError
 from segrefine.nets.checkpoint import load_network, shipped_model
+from segrefine.nets.onnx import PRECISIONS as ONNX_PRECISIONS
 from segrefine.nets.quantize import cpu_has_vnni
 from segrefine.nets.segnet import GroupedUNet
 from segrefine.preprocess import from_slices, normalise, pad_to_multiple, to_slices
 from segrefine.validate import as_axis, as_volume
 
 METHODS = ("mgnet", "unet", "mcdropout", "ensemble")
-PRECISIONS = ("auto", "fp32", "int8")
+PRECISIONS = ("auto", *ONNX_PRECISIONS)
 UNCERTAINTY_KINDS = ("variance", "entropy")
 
 
@@ -78,6 +79,13 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 def _check_volume(image: np.ndarray, axis: int) -> np.ndarray:
     as_axis(axis)
     return as_volume(image, "image")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line InputError."""
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 @dataclass(frozen=True)
@@ -238,8 +246,7 @@ class Predictor:
             raise InputError(f"--backend must be auto, torch or onnx, got {backend!r}")
         if backend == "auto":
             backend = "onnx" if _has_onnxruntime() else "torch"
-        if onnx.precision not in PRECISIONS:
-            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {onnx.precision!r}")
+        check_precision(onnx.precision)
         if onnx.precision == "int8":
             lacking = [n for n in self.nets if not getattr(n, "int8", None)]
             if backend != "onnx" or method == "mcdropout" or lacking:

@@ -150,10 +150,9 @@ def predict(
     With --workers or --scheduler, -i may also be a list file (.txt) or a Decathlon dataset (docs/cohort.md).
     Example: segrefine predict -i ../shared/data/fetal_stacks/images -o out --method mgnet
     """
-    from segrefine.uncertainty import PRECISIONS
+    from segrefine.uncertainty import check_precision
 
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)  # here too: cohort mode builds its predictors in the workers
     if cohort_mode(workers, scheduler, overwrite=overwrite, split=split):
         from segrefine.nets.checkpoint import model_path
 

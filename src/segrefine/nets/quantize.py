@@ -90,8 +90,11 @@ def calibrate(net: GroupedUNet, volumes: list[np.ndarray], *, axis: int = 2, eve
 
     if not volumes:
         raise InputError("calibration needs at least one volume")
+    import onnx
+
     fp32 = export(net)
-    nodes = quantized_nodes(net, _node_names(fp32))
+    graph = onnx.load(str(fp32)).graph
+    nodes = quantized_nodes(net, [n.name for n in graph.node])
     with tempfile.TemporaryDirectory(prefix="segrefine-calib-") as tmp:
         calibrator = create_calibrator(fp32, ["Conv"], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=CalibrationMethod.MinMax)
@@ -100,9 +103,6 @@ def calibrate(net: GroupedUNet, volumes: list[np.ndarray], *, axis: int = 2, eve
             x = np.ascontiguousarray(pad_to_multiple(slices, net.multiple)[0][:, None], dtype=np.float32)
             calibrator.collect_data(_Slices(x))
         data = calibrator.compute_data()
-    import onnx
-
-    graph = onnx.load(str(fp32)).graph
     wanted = {t for n in graph.node if n.name in nodes for t in (n.input[0], n.output[0])}
     ranges = {k: [float(np.min(v.lowest)), float(np.max(v.highest))]
               for k, v in data.items() if k in wanted}
